@@ -1,0 +1,1 @@
+"""Training and inference backends (plugins of the ``segkit.backends`` entry-point group)."""

@@ -1,0 +1,155 @@
+"""Pieces every command shares: option aliases, config resolution, consoles, progress, JSON output.
+
+Help texts of options that map to config fields come from the pydantic field descriptions, so each
+option is described once (in `segkit.config.models`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from segkit.config.load import load_config
+from segkit.config.models import SegkitConfig
+
+if TYPE_CHECKING:
+    from segkit.cli._progress import RichProgressSink
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        exists=True,
+        dir_okay=False,
+        metavar="RUN.YAML",
+        help="Run config (YAML); relative paths in it resolve against its folder.",
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a config value, e.g. --set prepare.clean=true (repeatable; beats the YAML).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+MULTI_VALUE_OPTIONS = frozenset(
+    {
+        "--train-sources",
+        "--test-sources",
+        "--data-root",
+        "--labels",
+        "--class-weights",
+        "--folds",
+        "--configurations",
+        "--indices",
+    }
+)
+"""Options that take one or more values after one flag (``--train-sources a b``), as the seed scripts did.
+
+Click options have a fixed number of values, so `expand_multi_value` rewrites ``--opt a b`` into
+``--opt a --opt b`` before parsing. An option name listed here must take a list in every command.
+"""
+
+
+def expand_multi_value(argv: Sequence[str]) -> list[str]:
+    """Rewrite ``--opt a b c`` into ``--opt a --opt b --opt c`` for the options in `MULTI_VALUE_OPTIONS`.
+
+    Values are taken until the next token that starts with ``-`` (negative numbers excepted) or the
+    end; ``--`` stops the expansion.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            out.extend(argv[i:])
+            break
+        name, eq, inline = token.partition("=")
+        if name in MULTI_VALUE_OPTIONS:
+            values = [inline] if eq else []
+            j = i + 1
+            while j < len(argv) and not _is_flag(argv[j]):
+                values.append(argv[j])
+                j += 1
+            if not values:
+                out.append(token)
+            for value in values:
+                out.extend([name, value])
+            i = j
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
+def _is_flag(token: str) -> bool:
+    if not token.startswith("-") or token == "-":
+        return False
+    try:
+        float(token)
+    except ValueError:
+        return True
+    return False
+
+
+def resolve(config: Path | None, sets: list[str] | None, **flags: Any) -> SegkitConfig:
+    """Load the run config with precedence default < YAML < --set < flags.
+
+    `flags` map dotted config keys, written with ``__`` for dots (``prepare__clean=True``), to the
+    values of explicit flags; None means the flag was not given.
+    """
+    dotted = {key.replace("__", "."): value for key, value in flags.items()}
+    return load_config(config, sets=sets or (), flags=dotted)
+
+
+def is_quiet(ctx: typer.Context) -> bool:
+    """Whether ``-q`` was given (the root callback stores the global flags in ``ctx.obj``)."""
+    obj = ctx.find_root().obj
+    return bool(obj.get("quiet", False)) if isinstance(obj, dict) else False
+
+
+def stdout() -> Console:
+    """Console for results (stdout). Created per call so that tests capturing stdout see it."""
+    return Console(file=sys.stdout, soft_wrap=True, highlight=False)
+
+
+def stderr() -> Console:
+    """Console for progress, warnings and errors (stderr)."""
+    return Console(file=sys.stderr, highlight=False)
+
+
+def progress_sink(ctx: typer.Context) -> RichProgressSink:
+    """A rich progress display on stderr; the bar shows only on a terminal and without ``-q``."""
+    from segkit.cli._progress import RichProgressSink
+
+    console = stderr()
+    show = console.is_terminal and not os.environ.get("SEGKIT_NO_PROGRESS")
+    return RichProgressSink(console, show_bar=show, quiet=is_quiet(ctx))
+
+
+def print_json(obj: Any) -> None:
+    """Write `obj` as indented JSON to stdout (NaN written as NaN, like nnU-Net's JSON files)."""
+    from segkit.io import json_default
+
+    sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
+
+
+def relpath(path: Path | str) -> str:
+    """`path` relative to the working directory when it lies below it (shorter output)."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)

@@ -1,0 +1,247 @@
+"""``segkit data``: synthesise, check and export cohorts, and write cross-validation splits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from segkit.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    SetOpt,
+    print_json,
+    progress_sink,
+    relpath,
+    resolve,
+    stdout,
+)
+from segkit.config.models import CheckConfig, PrepareConfig, SegkitConfig, SplitsConfig, SynthConfig
+from segkit.config.models import field_description as _d
+
+app = typer.Typer(
+    help="Stage data: synthesise, check, export to nnU-Net, write folds.",
+    no_args_is_help=True,
+)
+
+WorkersOpt = Annotated[int | None, typer.Option("--workers", "-j", help=_d(CheckConfig, "workers"))]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset-id", "-d", help=_d(SegkitConfig, "dataset"), metavar="DatasetNNN_Name")
+]
+
+
+@app.command()
+def synth(
+    ctx: typer.Context,
+    output: Annotated[Path | None, typer.Argument(help=_d(SynthConfig, "output"), show_default=False)] = None,
+    cases: Annotated[int | None, typer.Option("--cases", "-n", help=_d(SynthConfig, "cases"))] = None,
+    shape: Annotated[tuple[int, int, int] | None, typer.Option(help=_d(SynthConfig, "shape"), metavar="X Y Z")] = None,
+    spacing: Annotated[
+        tuple[float, float, float] | None, typer.Option(help=_d(SynthConfig, "spacing"), metavar="X Y Z")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=_d(SynthConfig, "seed"))] = None,
+    unlabelled: Annotated[int | None, typer.Option(help=_d(SynthConfig, "unlabelled"))] = None,
+    start: Annotated[int | None, typer.Option(help=_d(SynthConfig, "start"))] = None,
+    overwrite: Annotated[bool | None, typer.Option("--overwrite", help=_d(SynthConfig, "overwrite"))] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a synthetic BraTS post-treatment cohort (head anatomy, learnable tumour contrasts).
+
+    Example: segkit data synth training_data --cases 20 --shape 96 96 96
+    """
+    from segkit import api
+
+    cfg = resolve(
+        config,
+        sets,
+        synth__output=output,
+        synth__cases=cases,
+        synth__shape=shape,
+        synth__spacing=spacing,
+        synth__seed=seed,
+        synth__unlabelled=unlabelled,
+        synth__start=start,
+        synth__overwrite=overwrite,
+    )
+    with progress_sink(ctx) as sink:
+        result = api.synth(cfg, progress=sink)
+    if json_out:
+        print_json({"root": str(result.root), "cases": list(result.case_ids), "labelled": list(result.labelled)})
+        return
+    n, k = len(result.case_ids), len(result.labelled)
+    stdout().print(f"wrote {n} case{'s' * (n != 1)} ({k} labelled) to {relpath(result.root)}")
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    roots: Annotated[
+        list[Path] | None,
+        typer.Argument(help=_d(CheckConfig, "roots"), show_default=False, metavar="[ROOT]..."),
+    ] = None,
+    require_labels: Annotated[
+        bool | None, typer.Option("--require-labels", help=_d(CheckConfig, "require_labels"))
+    ] = None,
+    workers: WorkersOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate case folders: files present, readable, 3-D, finite, same geometry, labels 0-4.
+
+    Exits with status 1 when anything is wrong.
+    """
+    from segkit import api
+
+    cfg = resolve(
+        config, sets, check__roots=roots or None, check__require_labels=require_labels, check__workers=workers
+    )
+    with progress_sink(ctx) as sink:
+        report = api.check(cfg, progress=sink)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        _render_check(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _render_check(report: object) -> None:
+    from segkit.data.check import CheckReport
+
+    assert isinstance(report, CheckReport)
+    console = stdout()
+    table = Table(title=f"{len(report.cases)} cases in {', '.join(relpath(r) for r in report.roots)}")
+    for column in ("case", "shape", "spacing (mm)", "labels", "status"):
+        table.add_column(column)
+    for case in report.cases:
+        status = "[green]ok[/]" if case.ok else f"[red]{len(case.errors)} error(s)[/]"
+        warnings = len(case.issues) - len(case.errors)
+        if warnings:
+            status += f" [yellow]{warnings} warning(s)[/]"
+        labels = "unlabelled" if not case.labelled else ",".join(map(str, case.labels or ())) or "-"
+        shape = "x".join(map(str, case.shape)) if case.shape else "-"
+        spacing = " ".join(f"{s:g}" for s in case.spacing) if case.spacing else "-"
+        table.add_row(case.case_id, shape, spacing, labels, status)
+    console.print(table)
+    for issue in report.issues:
+        colour = "red" if issue.severity == "error" else "yellow"
+        console.print(f"[{colour}]{issue.severity}[/]: {issue.describe()}")
+    for case in report.cases:
+        for issue in case.issues:
+            colour = "red" if issue.severity == "error" else "yellow"
+            console.print(f"[{colour}]{issue.severity}[/]: {case.case_id}: {issue.describe()}")
+    if report.ok:
+        console.print(f"[green]all {len(report.cases)} cases passed[/]")
+    else:
+        console.print(f"[red]{report.n_errors()} problem(s) found[/]")
+
+
+@app.command()
+def prepare(
+    ctx: typer.Context,
+    train_sources: Annotated[
+        list[Path] | None,
+        typer.Option("--train-sources", help=_d(PrepareConfig, "train_sources"), metavar="DIR...", show_default=False),
+    ] = None,
+    test_sources: Annotated[
+        list[Path] | None,
+        typer.Option("--test-sources", help=_d(PrepareConfig, "test_sources"), metavar="DIR...", show_default=False),
+    ] = None,
+    dataset_id: DatasetOpt = None,
+    nnunet_raw: Annotated[
+        Path | None, typer.Option("--nnunet-raw", help="nnUNet_raw folder (default: outputs/nnunet/nnUNet_raw).")
+    ] = None,
+    clean: Annotated[bool | None, typer.Option("--clean", help=_d(PrepareConfig, "clean"))] = None,
+    require_test_labels: Annotated[
+        bool | None, typer.Option("--require-test-labels", help=_d(PrepareConfig, "require_test_labels"))
+    ] = None,
+    verify: Annotated[bool | None, typer.Option("--verify/--no-verify", help=_d(PrepareConfig, "verify"))] = None,
+    workers: WorkersOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export BraTS case folders to an nnU-Net v2 raw dataset (hard links, copy fallback).
+
+    Example: segkit data prepare --train-sources training_data training_data_additional
+    --test-sources validation_data --dataset-id Dataset501_BraTSPostTx --clean
+    """
+    from segkit import api
+
+    cfg = resolve(
+        config,
+        sets,
+        dataset=dataset_id,
+        nnunet__raw=nnunet_raw,
+        prepare__train_sources=train_sources,
+        prepare__test_sources=test_sources,
+        prepare__clean=clean,
+        prepare__require_test_labels=require_test_labels,
+        prepare__verify=verify,
+        prepare__workers=workers,
+    )
+    with progress_sink(ctx) as sink:
+        result = api.prepare(cfg, progress=sink)
+    if json_out:
+        print_json({**asdict(result), "dataset_dir": str(result.dataset_dir)})
+        return
+    console = stdout()
+    verb = "rebuilt" if result.replaced else "wrote"
+    console.print(f"{verb} {relpath(result.dataset_dir)}")
+    console.print(f"  training cases: {len(result.training_cases)}")
+    console.print(f"  test cases:     {len(result.test_cases)} ({len(result.labelled_test_cases)} with labels)")
+    console.print(f"  files:          {result.links} hard links, {result.copies} copies")
+    console.print("next: segkit data splits, then segkit data plan")
+
+
+@app.command()
+def splits(
+    dataset_id: DatasetOpt = None,
+    folds: Annotated[int | None, typer.Option("--n-folds", help=_d(SplitsConfig, "folds"))] = None,
+    seed: Annotated[int | None, typer.Option(help=_d(SplitsConfig, "seed"))] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help=_d(SplitsConfig, "output"))] = None,
+    overwrite: Annotated[bool | None, typer.Option("--overwrite", help=_d(SplitsConfig, "overwrite"))] = None,
+    nnunet_raw: Annotated[Path | None, typer.Option("--nnunet-raw", help="nnUNet_raw folder.")] = None,
+    nnunet_preprocessed: Annotated[
+        Path | None, typer.Option("--nnunet-preprocessed", help="nnUNet_preprocessed folder.")
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write splits_final.json exactly as nnU-Net would (5-fold KFold, seed 12345, sorted ids).
+
+    By default it goes to nnUNet_preprocessed/<dataset>/, where nnU-Net and the MONAI backend both read it.
+    """
+    from segkit import api
+
+    cfg = resolve(
+        config,
+        sets,
+        dataset=dataset_id,
+        nnunet__raw=nnunet_raw,
+        nnunet__preprocessed=nnunet_preprocessed,
+        splits__folds=folds,
+        splits__seed=seed,
+        splits__output=output,
+        splits__overwrite=overwrite,
+    )
+    result = api.splits(cfg)
+    if json_out:
+        print_json({"path": str(result.path), "status": result.status, "splits": result.splits})
+        return
+    console = stdout()
+    table = Table(title=f"{len(result.splits)} folds")
+    table.add_column("fold", justify="right")
+    table.add_column("train", justify="right")
+    table.add_column("val", justify="right")
+    for i, split in enumerate(result.splits):
+        table.add_row(str(i), str(len(split["train"])), str(len(split["val"])))
+    console.print(table)
+    console.print(f"{result.status}: {relpath(result.path)}")

@@ -1,0 +1,164 @@
+"""Build a validated `SegkitConfig` from defaults, a YAML file, ``--set`` overrides and explicit flags.
+
+Precedence, lowest first: model defaults < YAML < ``--set key=value`` < explicit command-line flags.
+Relative paths in the YAML resolve against the YAML's folder; everything else against the working
+directory. Every validation problem becomes a `ConfigError` naming the dotted key and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from segkit.config.models import SegkitConfig
+from segkit.errors import ConfigError, did_you_mean
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """Parse one ``key.path=value`` override; the value is read as a YAML scalar or list.
+
+    Raises:
+        ConfigError: Without ``=`` or with an empty key.
+    """
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        msg = f"--set {item!r}: expected KEY=VALUE, e.g. --set prepare.clean=true"
+        raise ConfigError(msg)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn ``{"a.b": 1}`` into ``{"a": {"b": 1}}``."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        parts = dotted.split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge two nested dicts; `top` wins, lists are replaced, not concatenated."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``.
+
+    Raises:
+        ConfigError: If the file is missing, unreadable, not YAML, or not a mapping.
+    """
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        msg = f"{path}: cannot read config ({err.strerror or err})"
+        raise ConfigError(msg) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        msg = f"{path}: not valid YAML{where} ({problem})"
+        raise ConfigError(msg) from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        msg = f"{path}: a run config must be a mapping of sections, found {type(data).__name__}"
+        raise ConfigError(msg)
+    return data
+
+
+def _fields_at(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
+    """Field names of the model found by walking `loc` (for "did you mean" on unknown keys)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        info = current.model_fields.get(str(part))
+        if info is None:
+            return []
+        current = info.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def render_validation_error(err: ValidationError, model: type[BaseModel] = SegkitConfig) -> str:
+    """One ``key.path: reason`` per problem, joined by ``; ``."""
+    parts = []
+    for item in err.errors():
+        loc = [str(p) for p in item["loc"]]
+        key = ".".join(loc) or "(root)"
+        if item["type"] == "extra_forbidden":
+            reason = "unknown key" + did_you_mean(loc[-1], _fields_at(model, loc[:-1]))
+        else:
+            reason = item["msg"]
+            if reason.startswith("Value error, "):
+                reason = reason[len("Value error, ") :]
+        parts.append(f"{key}: {reason}")
+    return "; ".join(parts)
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    sets: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> SegkitConfig:
+    """Resolve the run config for one command.
+
+    Args:
+        path: A YAML run config, or None.
+        sets: ``key.path=value`` overrides (``--set``), applied in order.
+        flags: Explicit command-line flags as ``{"section.key": value}``; None values mean "not given".
+
+    Raises:
+        ConfigError: If the YAML or any override is invalid; the message names the key and the reason.
+    """
+    yaml_layer: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(path)
+        try:
+            validated = SegkitConfig.model_validate(raw, context={"base_dir": Path(path).resolve().parent})
+        except ValidationError as err:
+            msg = f"{path}: {render_validation_error(err)}"
+            raise ConfigError(msg) from None
+        yaml_layer = validated.model_dump(exclude_unset=True)
+    set_layer = nest(dict(parse_set(item) for item in sets))
+    flag_layer = nest({k: v for k, v in (flags or {}).items() if v is not None})
+    merged = merge(merge(yaml_layer, set_layer), flag_layer)
+    try:
+        return SegkitConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(render_validation_error(err)) from None
+
+
+def dump_config(config: BaseModel) -> str:
+    """The fully resolved config as YAML (paths as strings), for ``config show`` and run folders."""
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,249 @@
+"""Validation of BraTS case folders: files present, readable, consistent and plausibly labelled.
+
+The checks read every voxel (truncated gzip streams only show up when decompressing), so they run in
+a process pool for large cohorts. Nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from segkit._parallel import map_cases
+from segkit.conventions import MAX_LABEL, MODALITIES, SEG_SUFFIX
+from segkit.data.cases import Case, Discovery, discover_cases
+from segkit.errors import DataError
+from segkit.io import Volume, read_volume
+from segkit.progress import ProgressSink
+
+Severity = Literal["error", "warning"]
+
+DEFAULT_AFFINE_TOLERANCE = 1e-4
+"""Largest allowed difference between the affines of one case's files (mm, and unitless for rotation)."""
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in a case or a root."""
+
+    message: str
+    file: str | None = None
+    severity: Severity = "error"
+
+    def describe(self) -> str:
+        """``file: message`` (or just the message when no file is involved)."""
+        return f"{self.file}: {self.message}" if self.file else self.message
+
+
+@dataclass(frozen=True)
+class CaseReport:
+    """The result of checking one case folder."""
+
+    case_id: str
+    folder: str
+    labelled: bool
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    labels: tuple[int, ...] | None = None
+    issues: tuple[Issue, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """No error-level issue."""
+        return not any(i.severity == "error" for i in self.issues)
+
+    @property
+    def errors(self) -> tuple[Issue, ...]:
+        """Error-level issues only."""
+        return tuple(i for i in self.issues if i.severity == "error")
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The result of checking data roots."""
+
+    roots: tuple[str, ...]
+    cases: tuple[CaseReport, ...]
+    issues: tuple[Issue, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """No error in any case and none at root level."""
+        return all(c.ok for c in self.cases) and not any(i.severity == "error" for i in self.issues)
+
+    def first_error(self) -> str | None:
+        """One line describing the first error, prefixed by the case id, or None."""
+        for issue in self.issues:
+            if issue.severity == "error":
+                return issue.describe()
+        for case in self.cases:
+            if case.errors:
+                return f"{case.case_id}: {case.errors[0].describe()}"
+        return None
+
+    def n_errors(self) -> int:
+        """Number of error-level issues, root level included."""
+        root = sum(i.severity == "error" for i in self.issues)
+        return root + sum(len(c.errors) for c in self.cases)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "ok": self.ok,
+            "roots": list(self.roots),
+            "n_cases": len(self.cases),
+            "n_errors": self.n_errors(),
+            "issues": [asdict(i) for i in self.issues],
+            "cases": [{**asdict(c), "ok": c.ok} for c in self.cases],
+        }
+
+
+def _strip_path(err: DataError, path: Path) -> str:
+    text = str(err)
+    prefix = f"{path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def check_case(
+    case: Case,
+    *,
+    require_label: bool = False,
+    affine_tolerance: float = DEFAULT_AFFINE_TOLERANCE,
+) -> CaseReport:
+    """Check one case folder.
+
+    Args:
+        case: The case as discovered.
+        require_label: A missing ``-seg`` file is an error (otherwise the case is just unlabelled).
+        affine_tolerance: Largest allowed absolute difference between affine entries.
+
+    Returns:
+        A report listing every problem; this function never raises for bad data.
+    """
+    issues: list[Issue] = []
+    for modality in case.missing_modalities:
+        issues.append(Issue(f"missing modality {modality}", str(case.expected_file(modality))))
+    if case.seg is None and require_label:
+        issues.append(Issue("missing segmentation", str(case.expected_file(SEG_SUFFIX))))
+    for path in case.stray:
+        issues.append(Issue("stray file (not a BraTS modality or label file)", str(path), "warning"))
+
+    reference: Volume | None = None
+    reference_name = ""
+    labels: tuple[int, ...] | None = None
+    to_read = [(m, case.images[m]) for m in MODALITIES if m in case.images]
+    if case.seg is not None:
+        to_read.append((SEG_SUFFIX, case.seg))
+    for kind, path in to_read:
+        try:
+            volume = read_volume(path)
+        except DataError as err:
+            issues.append(Issue(_strip_path(err, path), str(path)))
+            continue
+        data = volume.data
+        if kind == SEG_SUFFIX:
+            problem, labels = _check_labels(data)
+            if problem:
+                issues.append(Issue(problem, str(path)))
+        else:
+            issues.extend(Issue(p, str(path)) for p in _check_intensities(data))
+        if reference is None:
+            reference, reference_name = volume, kind
+            continue
+        if volume.shape != reference.shape:
+            msg = f"shape {volume.shape} differs from {reference_name} {reference.shape}"
+            issues.append(Issue(msg, str(path)))
+        elif not np.allclose(volume.affine, reference.affine, rtol=0.0, atol=affine_tolerance):
+            deviation = float(np.abs(volume.affine - reference.affine).max())
+            msg = f"affine differs from {reference_name} (largest difference {deviation:.3g})"
+            issues.append(Issue(msg, str(path)))
+
+    return CaseReport(
+        case_id=case.case_id,
+        folder=str(case.folder),
+        labelled=case.labelled,
+        shape=reference.shape if reference is not None else None,
+        spacing=tuple(round(s, 6) for s in reference.spacing) if reference is not None else None,
+        labels=labels,
+        issues=tuple(issues),
+    )
+
+
+def _check_intensities(data: np.ndarray) -> list[str]:
+    problems = []
+    if np.issubdtype(data.dtype, np.floating):
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            problems.append(f"{bad} voxels are NaN or infinite")
+    if not np.any(data):
+        problems.append("image is empty (all voxels are zero)")
+    return problems
+
+
+def _check_labels(data: np.ndarray) -> tuple[str | None, tuple[int, ...] | None]:
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)):
+            return "label map holds NaN or infinite values", None
+        if np.any(data != np.round(data)):
+            sample = np.unique(data[data != np.round(data)])[:3]
+            return f"label map is not integer-valued (e.g. {', '.join(f'{v:g}' for v in sample)})", None
+    elif not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
+        return f"label map has unsupported dtype {data.dtype}", None
+    values = np.unique(data).astype(np.int64)
+    outside = [int(v) for v in values if v < 0 or v > MAX_LABEL]
+    if outside:
+        shown = ", ".join(str(v) for v in outside[:5])
+        return f"labels outside 0-{MAX_LABEL}: {shown}", None
+    return None, tuple(int(v) for v in values)
+
+
+def check_discovery(
+    discovery: Discovery,
+    *,
+    require_labels: bool = False,
+    affine_tolerance: float = DEFAULT_AFFINE_TOLERANCE,
+    workers: int = 0,
+    progress: ProgressSink | None = None,
+) -> CheckReport:
+    """Check every discovered case, plus root-level problems (duplicates, stray files, empty roots)."""
+    issues: list[Issue] = []
+    for case_id, folders in discovery.duplicates.items():
+        where = ", ".join(str(f) for f in folders)
+        issues.append(Issue(f"duplicate case id {case_id} in {where}"))
+    for path in discovery.stray:
+        issues.append(Issue("stray file in data root (roots hold case folders only)", str(path), "warning"))
+    for root in discovery.roots:
+        in_root = [c for c in discovery.cases if c.root == root]
+        if not in_root:
+            issues.append(Issue("no case folders found", str(root)))
+            continue
+        unlabelled = sum(not c.labelled for c in in_root)
+        if 0 < unlabelled < len(in_root) and not require_labels:
+            msg = f"{unlabelled} of {len(in_root)} cases have no segmentation"
+            issues.append(Issue(msg, str(root), "warning"))
+    check = functools.partial(check_case, require_label=require_labels, affine_tolerance=affine_tolerance)
+    reports = map_cases(check, list(discovery.cases), workers=workers, progress=progress, description="checking cases")
+    return CheckReport(tuple(str(r) for r in discovery.roots), tuple(reports), tuple(issues))
+
+
+def check_roots(
+    roots: Sequence[Path],
+    *,
+    require_labels: bool = False,
+    affine_tolerance: float = DEFAULT_AFFINE_TOLERANCE,
+    workers: int = 0,
+    progress: ProgressSink | None = None,
+) -> CheckReport:
+    """Discover and check the cases under `roots` (see `check_discovery`)."""
+    return check_discovery(
+        discover_cases(roots),
+        require_labels=require_labels,
+        affine_tolerance=affine_tolerance,
+        workers=workers,
+        progress=progress,
+    )

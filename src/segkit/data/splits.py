@@ -1,0 +1,137 @@
+"""Cross-validation folds identical to nnU-Net's ``splits_final.json``.
+
+nnU-Net v2 (``nnUNetTrainer.do_split`` -> ``generate_crossval_split``) sorts the case identifiers and
+applies ``sklearn.model_selection.KFold(n_splits=5, shuffle=True, random_state=12345)``. KFold with
+shuffling permutes ``arange(n)`` with ``np.random.RandomState(seed).shuffle``, cuts the permutation into
+folds whose sizes differ by at most one (the first ``n % k`` folds are larger) and returns the train
+and validation indices in ascending order. This module reproduces that without scikit-learn, and the
+tests compare it with nnU-Net's own function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from segkit.errors import ConfigError, DataError, OutputError
+from segkit.io import read_json, write_json
+
+NNUNET_SPLIT_SEED = 12345
+NNUNET_N_FOLDS = 5
+
+Split = dict[str, list[str]]
+
+
+def nnunet_splits(ids: Sequence[str], *, n_folds: int = NNUNET_N_FOLDS, seed: int = NNUNET_SPLIT_SEED) -> list[Split]:
+    """The folds nnU-Net would write for these case identifiers.
+
+    Args:
+        ids: Case identifiers, in any order (they are sorted as nnU-Net sorts them).
+        n_folds: Number of folds.
+        seed: Shuffle seed.
+
+    Returns:
+        One ``{"train": [...], "val": [...]}`` per fold, ids in ascending order.
+
+    Raises:
+        DataError: With fewer cases than folds (KFold cannot split them), or duplicated ids.
+    """
+    keys = sorted(ids)
+    n = len(keys)
+    if len(set(keys)) != n:
+        msg = "case identifiers are not unique"
+        raise DataError(msg)
+    if n_folds < 2:
+        msg = f"cross-validation needs at least 2 folds, got {n_folds}"
+        raise ConfigError(msg)
+    if n < n_folds:
+        msg = f"{n_folds}-fold cross-validation needs at least {n_folds} training cases, found {n}"
+        raise DataError(msg, hint="train on all cases with --fold all, or add cases")
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(n_folds, n // n_folds, dtype=int)
+    sizes[: n % n_folds] += 1
+    splits: list[Split] = []
+    start = 0
+    for size in sizes:
+        val_mask = np.zeros(n, dtype=bool)
+        val_mask[order[start : start + size]] = True
+        start += size
+        splits.append(
+            {
+                "train": [keys[i] for i in np.flatnonzero(~val_mask)],
+                "val": [keys[i] for i in np.flatnonzero(val_mask)],
+            }
+        )
+    return splits
+
+
+@dataclass(frozen=True)
+class SplitsResult:
+    """Outcome of `write_splits`."""
+
+    path: Path
+    splits: list[Split]
+    status: Literal["written", "unchanged", "overwritten"]
+
+
+def read_splits(path: Path) -> list[Split]:
+    """Read and validate a ``splits_final.json``.
+
+    Raises:
+        DataError: If the file is missing or not a list of ``{"train": [...], "val": [...]}``.
+    """
+    data = read_json(path)
+    ok = (
+        isinstance(data, list)
+        and data
+        and all(
+            isinstance(s, dict)
+            and set(s) >= {"train", "val"}
+            and all(isinstance(s[k], list) and all(isinstance(i, str) for i in s[k]) for k in ("train", "val"))
+            for s in data
+        )
+    )
+    if not ok:
+        msg = f"{path}: not an nnU-Net splits file (expected a list of {{'train': [...], 'val': [...]}})"
+        raise DataError(msg)
+    return [{"train": list(s["train"]), "val": list(s["val"])} for s in data]
+
+
+def write_splits(
+    ids: Sequence[str],
+    dest: Path,
+    *,
+    n_folds: int = NNUNET_N_FOLDS,
+    seed: int = NNUNET_SPLIT_SEED,
+    overwrite: bool = False,
+) -> SplitsResult:
+    """Write nnU-Net's folds for `ids` to `dest`, refusing to replace a different file unless asked.
+
+    nnU-Net uses an existing ``splits_final.json`` as is, so a silently replaced file would make
+    nnU-Net and MONAI runs disagree about their validation cases.
+
+    Raises:
+        OutputError: If `dest` exists with other folds and `overwrite` is false.
+    """
+    splits = nnunet_splits(ids, n_folds=n_folds, seed=seed)
+    status: Literal["written", "unchanged", "overwritten"] = "written"
+    if dest.exists():
+        try:
+            existing = read_splits(dest)
+        except DataError:
+            existing = None
+        if existing == splits:
+            return SplitsResult(dest, splits, "unchanged")
+        if not overwrite:
+            msg = f"{dest}: a different splits file already exists"
+            raise OutputError(
+                msg, hint="pass --overwrite to replace it (runs trained on the old folds become incomparable)"
+            )
+        status = "overwritten"
+    write_json(dest, splits)
+    return SplitsResult(dest, splits, status)

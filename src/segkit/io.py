@@ -1,0 +1,313 @@
+"""File I/O shared by every command: NIfTI volumes, atomic writes, staged directories, links.
+
+Every output segkit writes goes through `atomic_path` (a temp file beside the target, with the same
+suffixes so that nibabel/imageio/matplotlib infer the format, moved into place with `os.replace`) or
+through `staged_dir` (a directory built beside the target and renamed into place when complete). A
+crash therefore never leaves a half-written file or a half-built dataset behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from segkit.errors import DataError, OutputError
+
+if TYPE_CHECKING:
+    from segkit.types import Affine, Shape3, Spacing
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_COMPOUND_SUFFIXES = (".nii.gz", ".tar.gz", ".tar.bz2")
+
+
+def split_suffix(name: str) -> tuple[str, str]:
+    """Split a file name into (stem, suffix), treating ``.nii.gz`` and friends as one suffix."""
+    for compound in _COMPOUND_SUFFIXES:
+        if name.endswith(compound) and len(name) > len(compound):
+            return name[: -len(compound)], compound
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        return name, ""
+    return stem, f".{ext}"
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; move it over `dest` when the block succeeds.
+
+    The temporary file keeps the suffixes of `dest` (``.case.x1y2.tmp.nii.gz``) so that writers that
+    pick a format from the extension work unchanged. On any exception the temporary file is removed
+    and `dest` is untouched.
+
+    Args:
+        dest: Final location of the file.
+        fsync: Flush the file to disk before the rename (for small, precious result files).
+
+    Raises:
+        OutputError: If the parent folder cannot be created or written.
+    """
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stem, suffix = split_suffix(dest.name)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{stem}.", suffix=f".tmp{suffix}")
+    except OSError as err:
+        msg = f"{dest.parent}: cannot write here ({err.strerror or err})"
+        raise OutputError(msg) from err
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_umask())
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@functools.cache
+def _umask() -> int:
+    # The only portable way to read the umask is to set it and put it back; do it once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text(dest: Path, text: str) -> Path:
+    """Write `text` to `dest` atomically (UTF-8) and return `dest`."""
+    with atomic_path(dest, fsync=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(dest)
+
+
+def write_json(dest: Path, obj: Any, *, pretty: bool = True) -> Path:
+    """Write `obj` as JSON to `dest` atomically and return `dest`.
+
+    NaN and infinities are written as JSON ``NaN``/``Infinity`` (Python's json convention, which
+    nnU-Net's summary.json also uses).
+    """
+    text = json.dumps(obj, indent=2 if pretty else None, sort_keys=False, default=json_default)
+    return write_text(dest, text + "\n")
+
+
+def json_default(obj: Any) -> Any:
+    """`json.dumps` fallback for paths and numpy scalars/arrays."""
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    msg = f"Object of type {type(obj).__name__} is not JSON serializable"
+    raise TypeError(msg)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, raising `DataError` that names the file when it is missing or malformed."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        msg = f"{path}: file not found"
+        raise DataError(msg) from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        msg = f"{path}: not valid JSON ({err})"
+        raise DataError(msg) from err
+
+
+@contextlib.contextmanager
+def staged_dir(dest: Path) -> Iterator[Path]:
+    """Build a directory beside `dest` and put it in place of `dest` when the block succeeds.
+
+    The block fills a fresh hidden folder ``.<name>.partial-<id>``. On success an existing `dest` is
+    moved aside, the new folder renamed to `dest` and the old one deleted; on failure the partial
+    folder is deleted and `dest` is untouched.
+
+    Raises:
+        OutputError: If the parent folder cannot be created or written.
+    """
+    dest = Path(dest)
+    tag = uuid.uuid4().hex[:8]
+    staging = dest.parent / f".{dest.name}.partial-{tag}"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as err:
+        msg = f"{dest.parent}: cannot write here ({err.strerror or err})"
+        raise OutputError(msg) from err
+    try:
+        yield staging
+        old = dest.parent / f".{dest.name}.old-{tag}"
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(staging, dest)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def link_or_copy(src: Path, dst: Path) -> Literal["link", "copy"]:
+    """Hard-link `src` to `dst`, falling back to a copy where the filesystem refuses links.
+
+    Returns:
+        ``"link"`` or ``"copy"``, whichever was done.
+    """
+    try:
+        os.link(src, dst)
+    except OSError as err:
+        if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+            raise
+        shutil.copy2(src, dst)
+        return "copy"
+    return "link"
+
+
+@dataclass(frozen=True)
+class Header:
+    """Geometry of a NIfTI file, read without loading its voxels."""
+
+    path: Path
+    shape: tuple[int, ...]
+    affine: Affine
+    spacing: tuple[float, ...]
+    dtype: np.dtype[Any]
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A loaded 3-D NIfTI volume: voxels (X, Y, Z) in stored order plus geometry."""
+
+    path: Path
+    data: np.ndarray
+    affine: Affine
+
+    @property
+    def shape(self) -> Shape3:
+        """Voxels along X, Y, Z."""
+        x, y, z = self.data.shape[:3]
+        return (int(x), int(y), int(z))
+
+    @property
+    def spacing(self) -> Spacing:
+        """Millimetres per voxel along X, Y, Z, from the affine's column norms."""
+        sx, sy, sz = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return (float(sx), float(sy), float(sz))
+
+
+def _load_image(path: Path) -> Any:
+    import nibabel as nib
+
+    if not path.is_file():
+        msg = f"{path}: file not found"
+        raise DataError(msg)
+    try:
+        return nib.load(str(path))
+    except Exception as err:
+        msg = f"{path}: not a readable NIfTI file ({_reason(err)})"
+        raise DataError(msg) from err
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def read_header(path: Path) -> Header:
+    """Read the geometry of a NIfTI file without decompressing its voxels.
+
+    Raises:
+        DataError: If the file is missing or its header is unreadable.
+    """
+    path = Path(path)
+    img = _load_image(path)
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    return Header(
+        path,
+        tuple(int(s) for s in img.shape),
+        np.asarray(img.affine, dtype=np.float64),
+        zooms,
+        np.dtype(img.get_data_dtype()),
+    )
+
+
+def read_volume(path: Path, *, dtype: Any = None) -> Volume:
+    """Load a 3-D NIfTI volume.
+
+    Args:
+        path: A ``.nii`` or ``.nii.gz`` file.
+        dtype: Convert the voxels to this dtype (default: the stored dtype, scaled if the header says so).
+
+    Raises:
+        DataError: If the file is missing, truncated, unreadable or not 3-D. The message names the file.
+    """
+    path = Path(path)
+    img = _load_image(path)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:
+        msg = f"{path}: cannot read voxels, the file is truncated or corrupt ({_reason(err)})"
+        raise DataError(msg) from err
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        msg = f"{path}: expected a 3-D volume, found shape {tuple(data.shape)}"
+        raise DataError(msg)
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    return Volume(path, data, np.asarray(img.affine, dtype=np.float64))
+
+
+def write_volume(dest: Path, data: np.ndarray, affine: Affine, *, header: Any = None) -> Path:
+    """Write a NIfTI volume atomically, keeping `data`'s dtype.
+
+    Args:
+        dest: Target file; ``.nii.gz`` is compressed.
+        data: (X, Y, Z) array.
+        affine: (4, 4) voxel-to-world matrix.
+        header: Optional nibabel header to copy metadata from (its dtype is overridden by `data`'s).
+    """
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64), header=header)
+    img.set_data_dtype(np.asarray(data).dtype)
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    with atomic_path(Path(dest)) as tmp:
+        nib.save(img, str(tmp))
+    return Path(dest)
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create `path` if needed and check that files can be created in it.
+
+    Raises:
+        OutputError: If the folder cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".segkit-write-test-"):
+            pass
+    except OSError as err:
+        msg = f"{path}: output folder is not writable ({err.strerror or err})"
+        raise OutputError(msg) from err
+    return path
