@@ -18,7 +18,15 @@ def _loaded_after(code: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["segkit", "segkit.cli", "segkit.config", "segkit.api", "segkit.backends.registry", "segkit.data.check"],
+    [
+        "segkit",
+        "segkit.cli",
+        "segkit.config",
+        "segkit.api",
+        "segkit.backends.registry",
+        "segkit.backends.nnunet",
+        "segkit.data.check",
+    ],
 )
 def test_module_import_stays_light(module: str) -> None:
     assert _loaded_after(f"import {module}") == []
@@ -26,7 +34,15 @@ def test_module_import_stays_light(module: str) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["data", "--help"], ["backends"], ["config", "show"], ["config", "schema"]],
+    [
+        ["--help"],
+        ["data", "--help"],
+        ["train", "--help"],
+        ["infer", "--help"],
+        ["backends"],
+        ["config", "show"],
+        ["config", "schema"],
+    ],
     ids=" ".join,
 )
 def test_commands_stay_light(argv: list[str]) -> None:

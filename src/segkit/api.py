@@ -7,17 +7,21 @@ imported inside the functions so that importing this module stays cheap.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from segkit import __version__
 from segkit.conventions import DEFAULT_DATA_ROOTS, DEFAULT_TEST_ROOTS, DEFAULT_TRAIN_ROOTS
 from segkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+    from segkit.backends.base import Backend, DatasetRef, Fold, PredictResult, PrepareResult, TrainResult
     from segkit.config.models import SegkitConfig
     from segkit.data.check import CheckReport
-    from segkit.data.nnunet_dataset import PrepareResult
+    from segkit.data.nnunet_dataset import PrepareResult as ExportResult
     from segkit.data.splits import SplitsResult
     from segkit.data.synth import SynthResult
     from segkit.progress import ProgressSink
@@ -72,7 +76,7 @@ def check(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Chec
     )
 
 
-def prepare(config: SegkitConfig, *, progress: ProgressSink | None = None) -> PrepareResult:
+def prepare(config: SegkitConfig, *, progress: ProgressSink | None = None) -> ExportResult:
     """Export BraTS case folders to an nnU-Net v2 raw dataset (`segkit data prepare`)."""
     from segkit.data.nnunet_dataset import prepare_dataset
 
@@ -88,6 +92,7 @@ def prepare(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Pr
         workers=cfg.workers,
         progress=progress,
         version=__version__,
+        regions=cfg.regions,
     )
 
 
@@ -108,3 +113,143 @@ def splits(config: SegkitConfig) -> SplitsResult:
     cfg = config.splits
     dest = cfg.output or config.nnunet.dataset_dir("preprocessed", config.dataset) / "splits_final.json"
     return write_splits(ids, dest, n_folds=cfg.folds, seed=cfg.seed, overwrite=cfg.overwrite)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def dataset_ref(config: SegkitConfig, data_roots: Sequence[Path] = ()) -> DatasetRef:
+    """The dataset of a run config, as backends see it."""
+    from segkit.backends.base import DatasetRef
+
+    paths = config.nnunet
+    return DatasetRef(config.dataset, paths.raw, paths.preprocessed, paths.results, tuple(data_roots))
+
+
+def backend_and_options(
+    config: SegkitConfig, name: str, *, available: Mapping[str, EntryPoint] | None = None
+) -> tuple[Backend, Any]:
+    """Load backend `name` and validate its ``backends.<name>`` options.
+
+    Raises:
+        BackendNotFoundError: Unknown name (with a suggestion).
+        BackendError: The backend's framework is not installed.
+        ConfigError: Invalid options, named ``backends.<name>.<key>``.
+    """
+    from segkit.backends.base import validate_options
+    from segkit.backends.registry import load_backend
+
+    backend = load_backend(name, available=available)
+    options = validate_options(backend, config.backends.get(name), where=f"backends.{name}")
+    return backend, options
+
+
+def plan(config: SegkitConfig, *, progress: ProgressSink | None = None) -> PrepareResult:
+    """Plan and preprocess the dataset for a backend (`segkit data plan`; nnU-Net's plan_and_preprocess)."""
+    from segkit.backends.base import PrepareRequest
+    from segkit.progress import NullProgress
+
+    cfg = config.plan
+    backend, options = backend_and_options(config, cfg.backend)
+    if not backend.capabilities.prepare:
+        msg = f"backend {cfg.backend!r} needs no planning"
+        raise ConfigError(msg)
+    request = PrepareRequest(
+        dataset=dataset_ref(config),
+        configurations=tuple(cfg.configurations or ()),
+        verify_dataset_integrity=cfg.verify_dataset_integrity,
+        num_processes=cfg.num_processes,
+        clean=cfg.clean,
+        preprocess=cfg.preprocess,
+        gpu_memory_target_gb=cfg.gpu_memory_target,
+    )
+    return backend.prepare(request, options, progress=progress or NullProgress())
+
+
+def train(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list[TrainResult]:
+    """Train the configured backend on each requested fold (`segkit train`).
+
+    Every fold is checked before the first one starts, so a bad fold fails in seconds, not hours.
+    """
+    from segkit.backends._device import resolve_device
+    from segkit.backends.base import TrainRequest, folds_of
+    from segkit.config.load import dump_config
+    from segkit.progress import NullProgress
+
+    cfg = config.train
+    backend, options = backend_and_options(config, cfg.backend)
+    if not backend.capabilities.train:
+        msg = f"backend {cfg.backend!r} cannot train"
+        raise ConfigError(msg)
+    device = resolve_device(cfg.device, supported=backend.capabilities.devices)
+    dataset = dataset_ref(config)
+    requests = [
+        TrainRequest(dataset=dataset, fold=fold, device=device, config_yaml=dump_config(config))
+        for fold in folds_of(cfg.fold)
+    ]
+    for request in requests:
+        backend.check(request, options)
+    sink = progress or NullProgress()
+    return [backend.train(request, options, progress=sink) for request in requests]
+
+
+def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> PredictResult:
+    """Predict label maps with a trained backend (`segkit infer`), optionally scoring them afterwards."""
+    from segkit.backends._device import resolve_device
+    from segkit.backends.base import PredictRequest, folds_of
+    from segkit.data.inputs import resolve_inputs
+    from segkit.data.nnunet_dataset import read_dataset_json
+    from segkit.progress import NullProgress
+
+    cfg = config.infer
+    backend, options = backend_and_options(config, cfg.backend)
+    if cfg.run_evaluation:
+        _require_evaluation(config)
+    dataset = dataset_ref(config)
+    channel_names = None
+    if dataset.raw_dir.is_dir():
+        channel_names = read_dataset_json(dataset.raw_dir).get("channel_names")
+    inputs = list(cfg.input) if cfg.input else [dataset.raw_dir / "imagesTs"]
+    cases = resolve_inputs(inputs, channel_names=channel_names)
+    folds = folds_of(cfg.fold) if cfg.fold is not None else _trained_folds(backend, config, options)
+    if len(folds) > 1 and not backend.capabilities.ensemble:
+        msg = f"backend {cfg.backend!r} cannot ensemble folds; pass one --fold"
+        raise ConfigError(msg)
+    request = PredictRequest(
+        dataset=dataset,
+        cases=tuple(cases),
+        output_dir=cfg.output or Path("outputs") / "predictions" / cfg.backend,
+        folds=folds,
+        device=resolve_device(cfg.device, supported=backend.capabilities.devices),
+        save_probabilities=cfg.save_probabilities,
+        overwrite=not cfg.skip_existing,
+    )
+    backend.check(request, options)
+    result = backend.predict(request, options, progress=progress or NullProgress())
+    if cfg.run_evaluation:
+        _evaluate_predictions(config, result.output_dir, progress)
+    return result
+
+
+def _trained_folds(backend: Backend, config: SegkitConfig, options: Any) -> tuple[Fold, ...]:
+    """Folds with a trained model, asking the backend when it can tell (default: fold 0)."""
+    finder = getattr(backend, "trained_folds", None)
+    folds = tuple(finder(dataset_ref(config), options)) if callable(finder) else ()
+    if not folds:
+        msg = f"no trained folds found for backend {config.infer.backend!r} and dataset {config.dataset}"
+        raise DataError(msg, hint="train first, or pass --fold")
+    return folds
+
+
+def _require_evaluation(config: SegkitConfig) -> None:
+    """Refuse ``--run-evaluation`` before any prediction when it cannot run afterwards."""
+    if config.infer.ground_truth is None:
+        msg = "--run-evaluation needs --ground-truth"
+        raise ConfigError(msg)
+    msg = "evaluation is not available in this build of segkit (segkit eval is not implemented yet)"
+    raise ConfigError(msg, hint="run without --run-evaluation")
+
+
+def _evaluate_predictions(config: SegkitConfig, predictions: Path, progress: ProgressSink | None) -> None:
+    """Score predictions after ``segkit infer --run-evaluation``."""
+    _require_evaluation(config)

@@ -192,3 +192,20 @@ def test_default_roots_and_yaml_config(cohort: Path, tmp_path: Path, run_cli, mo
     result = run_cli("data", "prepare", "--config", configs / "run.yaml")
     assert result.code == 0, result.err
     assert (tmp_path / "outputs" / "raw" / "Dataset502_Synth" / "dataset.json").is_file()
+
+
+def test_region_labels_round_trip_through_nnunet(cohort: Path, tmp_path: Path, run_cli) -> None:
+    """nnU-Net's own LabelManager reads segkit's region dataset.json and restores BraTS labels."""
+    import numpy as np
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    result = prepare(run_cli, tmp_path / "raw", "--train-sources", cohort, "--regions")
+    assert result.code == 0, result.err
+    meta = json.loads((tmp_path / "raw" / DATASET / "dataset.json").read_text())
+    manager = LabelManager(meta["labels"], meta["regions_class_order"])
+    assert manager.has_regions
+    labels = np.random.default_rng(0).integers(0, 5, size=(6, 7, 8))
+    regions = [np.isin(labels, r) for r in ([1, 2, 3], [1, 3], [3], [4])]
+    probabilities = np.stack(regions).astype(np.float32)
+    restored = manager.convert_probabilities_to_segmentation(probabilities)
+    assert np.array_equal(restored, labels)

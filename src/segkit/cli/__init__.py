@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 import segkit
-from segkit.cli import config_cmd, data
+from segkit.cli import config_cmd, data, infer, train
 from segkit.cli._common import expand_multi_value, stderr, stdout
 from segkit.errors import SegkitError
 
@@ -29,6 +29,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data.app, name="data")
+app.command("train")(train.train)
+app.command("infer")(infer.infer)
 app.add_typer(config_cmd.app, name="config")
 
 

@@ -51,7 +51,10 @@ MULTI_VALUE_OPTIONS = frozenset(
         "--data-root",
         "--labels",
         "--class-weights",
-        "--folds",
+        "--fold",
+        "-f",
+        "--input",
+        "-i",
         "--configurations",
         "--indices",
     }

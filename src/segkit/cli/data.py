@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from segkit.backends.nnunet.options import NnUNetOptions
+from segkit.cli._backend_flags import resolve_with_backend
 from segkit.cli._common import (
     ConfigOpt,
     JsonOpt,
@@ -19,7 +21,7 @@ from segkit.cli._common import (
     resolve,
     stdout,
 )
-from segkit.config.models import CheckConfig, PrepareConfig, SegkitConfig, SplitsConfig, SynthConfig
+from segkit.config.models import CheckConfig, PlanConfig, PrepareConfig, SegkitConfig, SplitsConfig, SynthConfig
 from segkit.config.models import field_description as _d
 
 app = typer.Typer(
@@ -162,6 +164,7 @@ def prepare(
         bool | None, typer.Option("--require-test-labels", help=_d(PrepareConfig, "require_test_labels"))
     ] = None,
     verify: Annotated[bool | None, typer.Option("--verify/--no-verify", help=_d(PrepareConfig, "verify"))] = None,
+    regions: Annotated[bool | None, typer.Option("--regions", help=_d(PrepareConfig, "regions"))] = None,
     workers: WorkersOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -184,6 +187,7 @@ def prepare(
         prepare__clean=clean,
         prepare__require_test_labels=require_test_labels,
         prepare__verify=verify,
+        prepare__regions=regions,
         prepare__workers=workers,
     )
     with progress_sink(ctx) as sink:
@@ -245,3 +249,71 @@ def splits(
         table.add_row(str(i), str(len(split["train"])), str(len(split["val"])))
     console.print(table)
     console.print(f"{result.status}: {relpath(result.path)}")
+
+
+@app.command()
+def plan(
+    ctx: typer.Context,
+    dataset_id: DatasetOpt = None,
+    configurations: Annotated[
+        list[str] | None,
+        typer.Option("--configurations", help=_d(PlanConfig, "configurations"), metavar="NAME...", show_default=False),
+    ] = None,
+    planner: Annotated[str | None, typer.Option(help=_d(NnUNetOptions, "planner"))] = None,
+    verify_dataset_integrity: Annotated[
+        bool | None,
+        typer.Option("--verify-dataset-integrity", help=_d(PlanConfig, "verify_dataset_integrity")),
+    ] = None,
+    num_processes: Annotated[
+        int | None, typer.Option("--num-processes", "-j", help=_d(PlanConfig, "num_processes"))
+    ] = None,
+    clean: Annotated[bool | None, typer.Option("--clean", help=_d(PlanConfig, "clean"))] = None,
+    preprocess: Annotated[
+        bool | None, typer.Option("--preprocess/--no-preprocessing", help=_d(PlanConfig, "preprocess"))
+    ] = None,
+    gpu_memory_target: Annotated[
+        float | None, typer.Option("--gpu-memory-target", help=_d(PlanConfig, "gpu_memory_target"))
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Plan and preprocess a prepared dataset with nnU-Net (fingerprint, plans, preprocessed data).
+
+    Example: segkit data plan --planner resenc-m --configurations 3d_fullres --verify-dataset-integrity
+    """
+    from segkit import api
+
+    cfg = resolve_with_backend(
+        config,
+        sets,
+        None,
+        "plan",
+        {
+            "dataset": dataset_id,
+            "plan.configurations": configurations,
+            "plan.verify_dataset_integrity": verify_dataset_integrity,
+            "plan.num_processes": num_processes,
+            "plan.clean": clean,
+            "plan.preprocess": preprocess,
+            "plan.gpu_memory_target": gpu_memory_target,
+        },
+        {"planner": planner},
+    )
+    with progress_sink(ctx) as sink:
+        result = api.plan(cfg, progress=sink)
+    if json_out:
+        print_json(
+            {
+                "plans_file": str(result.plans_file),
+                "preprocessed": list(result.configurations),
+                "available": list(result.details.get("available", [])),
+                "log": str(result.log_file),
+            }
+        )
+        return
+    console = stdout()
+    console.print(f"plans: {relpath(result.plans_file) if result.plans_file else '-'}")
+    console.print(f"  configurations in the plans: {', '.join(result.details.get('available', []))}")
+    console.print(f"  preprocessed: {', '.join(result.configurations) or 'none'}")
+    console.print(f"  nnU-Net log: {relpath(result.log_file) if result.log_file else '-'}")

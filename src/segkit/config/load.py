@@ -107,12 +107,12 @@ def _fields_at(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
     return []
 
 
-def render_validation_error(err: ValidationError, model: type[BaseModel] = SegkitConfig) -> str:
-    """One ``key.path: reason`` per problem, joined by ``; ``."""
+def render_validation_error(err: ValidationError, model: type[BaseModel] = SegkitConfig, prefix: str = "") -> str:
+    """One ``key.path: reason`` per problem, joined by ``; ``; `prefix` roots the keys (``backends.x.``)."""
     parts = []
     for item in err.errors():
         loc = [str(p) for p in item["loc"]]
-        key = ".".join(loc) or "(root)"
+        key = prefix + (".".join(loc) or "(root)")
         if item["type"] == "extra_forbidden":
             reason = "unknown key" + did_you_mean(loc[-1], _fields_at(model, loc[:-1]))
         else:
@@ -148,6 +148,8 @@ def load_config(
             msg = f"{path}: {render_validation_error(err)}"
             raise ConfigError(msg) from None
         yaml_layer = validated.model_dump(exclude_unset=True)
+        if yaml_layer.get("backends"):
+            yaml_layer["backends"] = _resolve_backend_sections(yaml_layer["backends"], Path(path))
     set_layer = nest(dict(parse_set(item) for item in sets))
     flag_layer = nest({k: v for k, v in (flags or {}).items() if v is not None})
     merged = merge(merge(yaml_layer, set_layer), flag_layer)
@@ -155,6 +157,36 @@ def load_config(
         return SegkitConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(render_validation_error(err)) from None
+
+
+def _resolve_backend_sections(sections: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Validate each installed backend's section of the YAML now, anchoring its relative paths to the YAML.
+
+    Backend options are plain dicts in `SegkitConfig` (the backend is chosen later), so without this
+    step a relative ``pretrained_weights`` in the YAML would resolve against the working directory.
+    Sections of backends that are not installed are kept as they are.
+    """
+    from segkit.backends.registry import discover
+
+    available = discover()
+    out: dict[str, Any] = {}
+    for name, options in sections.items():
+        entry = available.get(name)
+        if entry is None or not isinstance(options, Mapping):
+            out[name] = options
+            continue
+        try:
+            options_model = entry.load().Options
+        except Exception:  # an unimportable plugin is reported by `segkit backends`, not here
+            out[name] = options
+            continue
+        try:
+            validated = options_model.model_validate(dict(options), context={"base_dir": path.resolve().parent})
+        except ValidationError as err:
+            msg = f"{path}: " + render_validation_error(err, options_model, prefix=f"backends.{name}.")
+            raise ConfigError(msg) from None
+        out[name] = validated.model_dump(exclude_unset=True)
+    return out
 
 
 def dump_config(config: BaseModel) -> str:

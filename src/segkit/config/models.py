@@ -100,6 +100,9 @@ class PrepareConfig(Strict):
     )
     require_test_labels: bool = Field(False, description="Every test case must have -seg; all go to labelsTs.")
     verify: bool = Field(True, description="Read and check every file before exporting.")
+    regions: bool = Field(
+        False, description="Region-based labels (WT, TC, ET, RC as overlapping sigmoid outputs) for nnU-Net."
+    )
     workers: Workers = 0
 
 
@@ -114,6 +117,60 @@ class SplitsConfig(Strict):
     overwrite: bool = Field(False, description="Replace an existing, different splits file.")
 
 
+FoldValue = Annotated[int, Field(ge=0)] | Literal["all"]
+Device = Literal["auto", "cuda", "cpu", "mps"]
+
+
+class PlanConfig(Strict):
+    """`segkit data plan`: nnU-Net fingerprint, experiment planning and preprocessing."""
+
+    configurations: list[str] | None = Field(
+        None, description="Configurations to preprocess (default: the backend's training configuration)."
+    )
+    verify_dataset_integrity: bool = Field(False, description="Run nnU-Net's own dataset integrity check first.")
+    num_processes: int = Field(
+        0, ge=0, description="Processes for fingerprint and preprocessing; 0 picks min(cores, 4)."
+    )
+    clean: bool = Field(False, description="Recompute the fingerprint even if one exists.")
+    preprocess: bool = Field(True, description="Preprocess after planning (False: plan only).")
+    gpu_memory_target: float | None = Field(
+        None, gt=0, description="GPU memory target in GB for the planner (default: the planner's own)."
+    )
+    backend: str = Field("nnunet", description="Backend whose planning to run.")
+
+
+class TrainConfig(Strict):
+    """`segkit train`: backend-independent settings (backend knobs live under `backends.<name>`)."""
+
+    backend: str = Field("nnunet", description="Backend name (see `segkit backends`).")
+    fold: FoldValue | list[FoldValue] = Field(
+        0, description="Fold 0-4, 'all', or a list trained one after another ('all': see the backend)."
+    )
+    device: Device = Field("auto", description="auto (CUDA, then MPS, then CPU), cuda, cpu or mps.")
+
+
+class InferConfig(Strict):
+    """`segkit infer`: predict label maps for BraTS cases."""
+
+    backend: str = Field("nnunet", description="Backend name (see `segkit backends`).")
+    input: list[ConfigPath] | None = Field(
+        None,
+        description="BraTS roots, case folders or an nnU-Net images folder (default: the dataset's imagesTs).",
+    )
+    output: ConfigPath | None = Field(None, description="Prediction folder (default: outputs/predictions/<backend>).")
+    fold: FoldValue | list[FoldValue] | None = Field(
+        None, description="Fold(s) whose models predict; several are ensembled (default: every trained fold)."
+    )
+    device: Device = Field("auto", description="auto (CUDA, then MPS, then CPU), cuda, cpu or mps.")
+    save_probabilities: bool = Field(False, description="Also write class probabilities (.npz + .pkl).")
+    skip_existing: bool = Field(False, description="Keep predictions that already exist instead of redoing them.")
+    run_evaluation: bool = Field(False, description="Score the predictions against --ground-truth afterwards.")
+    ground_truth: ConfigPath | None = Field(None, description="Ground-truth labels for --run-evaluation.")
+    evaluation_output: ConfigPath | None = Field(
+        None, description="Report folder for --run-evaluation (default: <output>/evaluation)."
+    )
+
+
 class SegkitConfig(Strict):
     """A segkit run config: shared settings plus one section per command."""
 
@@ -124,6 +181,13 @@ class SegkitConfig(Strict):
     check: CheckConfig = Field(default_factory=CheckConfig, description="`segkit data check`.")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="`segkit data prepare`.")
     splits: SplitsConfig = Field(default_factory=SplitsConfig, description="`segkit data splits`.")
+    plan: PlanConfig = Field(default_factory=PlanConfig, description="`segkit data plan`.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="`segkit train`.")
+    infer: InferConfig = Field(default_factory=InferConfig, description="`segkit infer`.")
+    backends: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options per backend (backends.<name>.<option>), validated by that backend's Options model.",
+    )
 
 
 def field_description(model: type[BaseModel], name: str) -> str:

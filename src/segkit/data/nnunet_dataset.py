@@ -39,6 +39,19 @@ from segkit.progress import NullProgress, ProgressSink
 DATASET_NAME_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
 LABEL_CONVENTION = "brats2024-post-treatment"
 
+REGION_LABELS = {
+    "background": 0,
+    "whole_tumor": [1, 2, 3],
+    "tumor_core": [1, 3],
+    "enhancing_tumor": 3,
+    "resection_cavity": 4,
+}
+"""nnU-Net region-based training for BraTS 2024: one sigmoid output per (overlapping) region."""
+
+REGIONS_CLASS_ORDER = [2, 1, 3, 4]
+"""Label written for each region at inference, later ones overwriting earlier ones: WT -> 2 (SNFH),
+then TC -> 1 (NETC), then ET -> 3, then RC -> 4, which restores the BraTS labels."""
+
 
 def parse_dataset_name(name: str) -> tuple[int, str]:
     """Split ``DatasetNNN_Name`` into (NNN, Name).
@@ -122,6 +135,7 @@ def build_dataset_json(
     *,
     sources: dict[str, list[str]],
     version: str,
+    regions: bool = False,
 ) -> dict[str, Any]:
     """The ``dataset.json`` nnU-Net needs, plus a ``segkit`` section other backends read.
 
@@ -129,17 +143,21 @@ def build_dataset_json(
     MONAI backend can find the test cases and map channels without guessing.
     """
     _, name = parse_dataset_name(dataset)
+    labels: dict[str, Any] = dict(REGION_LABELS) if regions else {name: value for value, name in LABELS.items()}
+    extra: dict[str, Any] = {"regions_class_order": list(REGIONS_CLASS_ORDER)} if regions else {}
     return {
         "name": name,
         "description": "BraTS post-treatment glioma cohort exported by segkit",
         "channel_names": {str(i): m for i, m in enumerate(NNUNET_CHANNEL_ORDER)},
-        "labels": {name: value for value, name in LABELS.items()},
+        "labels": labels,
+        **extra,
         "numTraining": len(training),
         "numTest": len(test),
         "file_ending": NIFTI_EXT,
         "segkit": {
             "version": version,
             "label_convention": LABEL_CONVENTION,
+            "label_mode": "regions" if regions else "labels",
             "channel_order": list(NNUNET_CHANNEL_ORDER),
             "training_cases": list(training),
             "test_cases": list(test),
@@ -205,6 +223,7 @@ def prepare_dataset(
     workers: int = 0,
     progress: ProgressSink | None = None,
     version: str = "",
+    regions: bool = False,
 ) -> PrepareResult:
     """Export BraTS case folders to ``<nnunet_raw>/<dataset>`` in nnU-Net v2 raw layout.
 
@@ -219,6 +238,7 @@ def prepare_dataset(
         workers: Processes for the verification (0: one per core).
         progress: Progress sink.
         version: segkit version recorded in ``dataset.json``.
+        regions: Write nnU-Net region labels (WT, TC, ET, RC) for region-based training.
 
     Raises:
         ConfigError: Bad dataset id or no training sources.
@@ -301,6 +321,7 @@ def prepare_dataset(
             [c.case_id for c in labelled_test],
             sources=sources,
             version=version,
+            regions=regions,
         )
         write_json(stage / "dataset.json", meta)
     return PrepareResult(

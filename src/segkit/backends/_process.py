@@ -1,0 +1,188 @@
+"""Run framework code in a child process with an explicit environment, streaming events back.
+
+Some frameworks read configuration from environment variables when they are imported (nnU-Net reads
+``nnUNet_def_n_proc`` at import) and start ``spawn`` process pools that need a ``__main__`` guard.
+Running them in a child process started with an explicit ``env=`` keeps the segkit process free of
+global state. The child writes JSON event lines on its original stdout; everything the framework
+prints (stdout, stderr, its worker processes) goes to a log file.
+
+Child side::
+
+    if __name__ == "__main__":
+        worker_main({"train": train_handler})   # handler(payload, emit) -> result dict
+
+Parent side::
+
+    result = run_worker("segkit.backends.nnunet.worker", "train", payload, env=env, log_file=log,
+                        on_event=handle)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from segkit.errors import BackendRuntimeError, SegkitError
+
+Emit = Callable[..., None]
+Handler = Callable[[dict[str, Any], Emit], dict[str, Any]]
+
+EXIT_USER_ERROR = 3
+
+
+def run_worker(
+    module: str,
+    action: str,
+    payload: Mapping[str, Any],
+    *,
+    env: Mapping[str, str],
+    log_file: Path,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    what: str = "the framework",
+) -> dict[str, Any]:
+    """Run ``python -m <module> <payload.json>`` and return the result the child reports.
+
+    Args:
+        module: Child entry module (calls `worker_main`).
+        action: Handler name in the child.
+        payload: JSON-serialisable arguments for the handler.
+        env: The child's complete environment.
+        log_file: Appended with everything the child prints.
+        on_event: Called with each progress event (a dict with an ``"event"`` key).
+        what: Name of the work for error messages, e.g. ``"nnU-Net training"``.
+
+    Raises:
+        SegkitError: The child reported a user-facing error (same class family and message).
+        BackendRuntimeError: The child failed otherwise; the message quotes the log's last error line.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, payload_path = tempfile.mkstemp(prefix=".segkit-worker-", suffix=".json", dir=log_file.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"action": action, "payload": payload}, fh, default=str)
+    cmd = [sys.executable, "-m", module, payload_path]
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    try:
+        with open(log_file, "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                bufsize=1,
+            )
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    event = _parse(line)
+                    if event is None:
+                        continue
+                    kind = event.get("event")
+                    if kind == "result":
+                        result = event.get("data", {})
+                    elif kind == "error":
+                        error = event
+                    elif on_event is not None:
+                        on_event(event)
+                returncode = proc.wait()
+            except BaseException:
+                _stop(proc)
+                raise
+    finally:
+        Path(payload_path).unlink(missing_ok=True)
+    if error is not None:
+        raise _rebuild_error(error, log_file)
+    if returncode != 0 or result is None:
+        last = _last_error_line(log_file)
+        msg = f"{what} failed (exit code {returncode})" + (f": {last}" if last else "")
+        raise BackendRuntimeError(msg, hint=f"full log: {log_file}")
+    return result
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Interrupt the child like Ctrl-C would, then kill it if it does not stop."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    except (subprocess.TimeoutExpired, OSError):
+        proc.kill()
+        proc.wait()
+
+
+def _rebuild_error(event: Mapping[str, Any], log_file: Path) -> SegkitError:
+    from segkit import errors
+
+    cls = getattr(errors, str(event.get("kind", "")), None)
+    if not (isinstance(cls, type) and issubclass(cls, SegkitError)):
+        cls = BackendRuntimeError
+    hint = event.get("hint") or f"full log: {log_file}"
+    return cls(str(event.get("message", "unknown error")), hint=hint)
+
+
+def _last_error_line(log_file: Path) -> str:
+    """The last line of the log that looks like an exception message."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines[-400:]):
+        text = line.strip()
+        if text and ("Error" in text or "error:" in text or "Exception" in text) and not text.startswith("File "):
+            return text[:300]
+    return ""
+
+
+def worker_main(handlers: Mapping[str, Handler]) -> None:
+    """Child entry point: redirect prints to the log, run one handler, report its result or error."""
+    events: IO[str] = os.fdopen(os.dup(1), "w", buffering=1)
+    # From here on fd 1 is the log (the parent passed the log as stderr): framework prints, tqdm bars
+    # and spawned pool workers all land there, and only JSON events reach the parent.
+    os.dup2(2, 1)
+
+    def emit(event: str, **data: Any) -> None:
+        events.write(json.dumps({"event": event, **data}, default=str) + "\n")
+        events.flush()
+
+    code = 0
+    try:
+        with open(sys.argv[1]) as fh:
+            request = json.load(fh)
+        handler = handlers[request["action"]]
+        result = handler(request["payload"], emit)
+        emit("result", data=result)
+    except SegkitError as err:
+        emit("error", kind=type(err).__name__, message=str(err), hint=err.hint)
+        code = EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        emit("error", kind="BackendRuntimeError", message="interrupted")
+        code = 130
+    except BaseException as err:  # report, then keep the traceback in the log
+        traceback.print_exc()
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        emit("error", kind="BackendRuntimeError", message=f"{type(err).__name__}: {first}"[:500])
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        events.close()
+    raise SystemExit(code)

@@ -1,0 +1,482 @@
+"""The nnU-Net v2 backend: plan, train and predict through nnU-Net's Python API.
+
+All nnU-Net work runs in a child process (`segkit.backends.nnunet.worker`) whose environment carries
+``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` from the run config, so users never
+export variables and the segkit process never mutates its own environment. This module imports
+neither torch nor nnunetv2; the cheap checks (`check`) run here before any child starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from segkit.backends._process import run_worker
+from segkit.backends.base import (
+    Capabilities,
+    DatasetRef,
+    Fold,
+    PredictRequest,
+    PredictResult,
+    PrepareRequest,
+    PrepareResult,
+    TrainRequest,
+    TrainResult,
+)
+from segkit.backends.nnunet import layout
+from segkit.backends.nnunet.options import NnUNetOptions
+from segkit.conventions import NIFTI_EXT, NNUNET_CHANNEL_ORDER
+from segkit.errors import BackendError, ConfigError, DataError
+from segkit.progress import ProgressSink
+
+WORKER = "segkit.backends.nnunet.worker"
+
+
+def default_processes(requested: int) -> int:
+    """Processes for nnU-Net pools: `requested`, or min(cores, 4) for 0."""
+    return requested if requested > 0 else max(1, min(os.cpu_count() or 1, 4))
+
+
+def nnunet_env(dataset: DatasetRef, *, processes: int, da_processes: int | None = None) -> dict[str, str]:
+    """The child's environment: nnU-Net's folders, segkit's trainer folder and process counts.
+
+    ``nnUNet_def_n_proc`` is read when nnU-Net is imported, which is why it must be in the child's
+    environment from the start. ``nnUNet_n_proc_DA`` is only set for training: 0 there means "augment
+    in-process", but during planning nnU-Net passes it to ``torch.set_num_threads`` and crashes.
+    """
+    env = dict(os.environ)
+    ext = [str(layout.ext_trainer_dir(dataset).resolve())]
+    if os.environ.get("nnUNet_extTrainer"):
+        ext.append(os.environ["nnUNet_extTrainer"])
+    env.update(
+        {
+            "nnUNet_raw": str(Path(dataset.raw).resolve()),
+            "nnUNet_preprocessed": str(Path(dataset.preprocessed).resolve()),
+            "nnUNet_results": str(Path(dataset.results).resolve()),
+            "nnUNet_extTrainer": os.pathsep.join(ext),
+            "nnUNet_def_n_proc": str(processes),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("nnUNet_n_proc_DA", None)
+    if da_processes is not None:
+        env["nnUNet_n_proc_DA"] = str(da_processes)
+    elif os.environ.get("nnUNet_n_proc_DA"):
+        env["nnUNet_n_proc_DA"] = os.environ["nnUNet_n_proc_DA"]
+    return env
+
+
+class NnUNetBackend:
+    """nnU-Net v2: self-configuring U-Nets (plans, 5-fold training, ensembles)."""
+
+    name: ClassVar[str] = "nnunet"
+    Options: ClassVar[type[NnUNetOptions]] = NnUNetOptions
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        prepare=True, ensemble=True, multi_gpu=True, fold_all="train_on_all", devices=("cpu", "cuda", "mps")
+    )
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when nnunetv2 and torch are installed."""
+        for module in ("torch", "nnunetv2"):
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed"
+        return None
+
+    # ------------------------------------------------------------------ checks
+
+    def check(self, request: PrepareRequest | TrainRequest | PredictRequest, options: Any) -> None:
+        """Raise for problems that can be found without starting nnU-Net."""
+        opts = _as_options(options)
+        if isinstance(request, PrepareRequest):
+            self._check_prepare(request)
+        elif isinstance(request, TrainRequest):
+            self._check_train(request, opts)
+        else:
+            self._check_predict(request, opts)
+
+    def _check_prepare(self, request: PrepareRequest) -> None:
+        from segkit.data.nnunet_dataset import read_dataset_json
+
+        read_dataset_json(request.dataset.raw_dir)
+
+    def _check_train(self, request: TrainRequest, opts: NnUNetOptions) -> None:
+        dataset = request.dataset
+        plans = layout.read_plans(dataset, opts)
+        _check_configuration(plans, opts, dataset)
+        data_id = layout.configuration_data_identifier(plans, opts.configuration)
+        if data_id and not (dataset.preprocessed_dir / data_id).is_dir():
+            msg = f"configuration {opts.configuration} of {dataset.name} is planned but not preprocessed"
+            raise DataError(msg, hint=f"run `segkit data plan --configurations {opts.configuration}`")
+        if request.fold != "all":
+            ids = _preprocessed_ids(dataset, data_id)
+            if not isinstance(request.fold, int) or request.fold < 0:
+                msg = f"fold {request.fold!r} is not a fold index or 'all'"
+                raise ConfigError(msg)
+            if dataset.splits_file.is_file():
+                from segkit.data.splits import read_splits
+
+                n_splits = len(read_splits(dataset.splits_file))
+                if request.fold >= n_splits:
+                    msg = (
+                        f"fold {request.fold} is out of range: {dataset.splits_file} has {n_splits} folds "
+                        f"(0-{n_splits - 1})"
+                    )
+                    raise ConfigError(msg)
+            elif len(ids) < 5:
+                msg = (
+                    f"fold {request.fold} needs 5-fold cross-validation, which needs at least 5 training cases; "
+                    f"{dataset.name} has {len(ids)}"
+                )
+                raise DataError(msg, hint="train one model on every case with --fold all")
+            elif request.fold >= 5:
+                msg = f"fold {request.fold} is out of range (nnU-Net's cross-validation has folds 0-4)"
+                raise ConfigError(msg)
+        if opts.continue_training and opts.pretrained_weights is not None:
+            msg = "--continue and --pretrained-weights cannot be combined (pretrained weights only start a training)"
+            raise ConfigError(msg)
+        if opts.pretrained_weights is not None and not Path(opts.pretrained_weights).is_file():
+            msg = f"{opts.pretrained_weights}: pretrained weights file not found"
+            raise DataError(msg)
+        if opts.num_gpus > 1:
+            if request.device != "cuda":
+                msg = f"--num-gpus {opts.num_gpus} needs CUDA (nnU-Net's DDP), device is {request.device}"
+                raise ConfigError(msg)
+            from segkit.backends._device import cuda_device_count
+
+            available = cuda_device_count()
+            if available < opts.num_gpus:
+                msg = f"--num-gpus {opts.num_gpus} requested but only {available} CUDA device(s) are visible"
+                raise BackendError(msg)
+
+    def _check_predict(self, request: PredictRequest, opts: NnUNetOptions) -> None:
+        model = layout.model_dir(request.dataset, opts)
+        if not model.is_dir():
+            trained = (
+                sorted(p.name for p in request.dataset.results_dir.glob("*__*__*"))
+                if request.dataset.results_dir.is_dir()
+                else []
+            )
+            also = f" (trained: {', '.join(trained)})" if trained else ""
+            msg = f"no trained model {model.name} for {request.dataset.name}{also}"
+            raise DataError(
+                msg,
+                hint="train it with `segkit train --backend nnunet`, or pass its --trainer/--plans/--configuration",
+            )
+        for fold in request.folds:
+            checkpoint = layout.fold_dir(model, fold) / opts.checkpoint
+            if not checkpoint.is_file():
+                msg = f"{checkpoint}: checkpoint not found (fold {fold} of {model.name} is not trained)"
+                raise DataError(msg, hint="train the fold first, or choose --fold/--checkpoint that exist")
+            self._check_checkpoint_matches(checkpoint, model)
+        if not request.cases:
+            msg = "no cases to predict"
+            raise DataError(msg)
+
+    def _check_checkpoint_matches(self, checkpoint: Path, model: Path) -> None:
+        """The model folder must be an nnU-Net model of the expected plans (the worker also checks
+        each checkpoint's own record of plans and configuration before predicting)."""
+        from segkit.io import read_json
+
+        plans_path = model / "plans.json"
+        if not plans_path.is_file():
+            msg = f"{model}: plans.json missing; not an nnU-Net model folder"
+            raise DataError(msg)
+        plans = read_json(plans_path)
+        expected = model.name.split("__")[1]
+        if isinstance(plans, dict) and plans.get("plans_name") not in (None, expected):
+            msg = f"{model}: holds a model of plans {plans.get('plans_name')}, not {expected}"
+            raise DataError(msg)
+
+    def trained_folds(self, dataset: DatasetRef, options: Any) -> tuple[Fold, ...]:
+        """Folds of the model folder that have the prediction checkpoint (0-4 first, else 'all')."""
+        opts = _as_options(options)
+        model = layout.model_dir(dataset, opts)
+        numbered = tuple(k for k in range(5) if (layout.fold_dir(model, k) / opts.checkpoint).is_file())
+        if numbered:
+            return numbered
+        return ("all",) if (layout.fold_dir(model, "all") / opts.checkpoint).is_file() else ()
+
+    # ------------------------------------------------------------------ work
+
+    def prepare(self, request: PrepareRequest, options: Any, *, progress: ProgressSink) -> PrepareResult:
+        """Fingerprint, plan and preprocess the dataset (``segkit data plan``)."""
+        opts = _as_options(options)
+        self.check(request, opts)
+        dataset = request.dataset
+        processes = default_processes(request.num_processes or opts.num_processes)
+        log = dataset.preprocessed_dir / "segkit_plan.log"
+        configurations = request.configurations or (opts.configuration,)
+        payload = {
+            "dataset": dataset.name,
+            "planner": opts.planner_class,
+            "plans": opts.plans,
+            "configurations": list(configurations),
+            "verify": request.verify_dataset_integrity,
+            "clean": request.clean,
+            "preprocess": request.preprocess,
+            "num_processes": processes,
+            "gpu_memory_target_gb": request.gpu_memory_target_gb,
+            "preprocessed_dir": str(dataset.preprocessed_dir.resolve()),
+        }
+        events = _StageEvents(progress)
+        result = run_worker(
+            WORKER,
+            "plan",
+            payload,
+            env=nnunet_env(dataset, processes=processes),
+            log_file=log,
+            on_event=events,
+            what="nnU-Net planning",
+        )
+        events.close()
+        missing = [c for c in configurations if c not in result["available"]]
+        if missing and request.preprocess:
+            msg = (
+                f"configuration(s) {', '.join(missing)} not in the plans (available: {', '.join(result['available'])})"
+            )
+            raise ConfigError(msg)
+        return PrepareResult(
+            plans_file=Path(result["plans_file"]),
+            configurations=tuple(result["preprocessed"]),
+            log_file=log,
+            details={"available": result["available"]},
+        )
+
+    def train(self, request: TrainRequest, options: Any, *, progress: ProgressSink) -> TrainResult:
+        """Train one fold with nnU-Net (resume with ``continue_training``)."""
+        opts = _as_options(options)
+        self.check(request, opts)
+        dataset = request.dataset
+        if request.fold != "all" and not dataset.splits_file.is_file():
+            # nnU-Net would write the same file on first use; writing it here makes the folds visible
+            # (and shared with other backends) before any training starts.
+            from segkit.data.nnunet_dataset import dataset_case_ids
+            from segkit.data.splits import write_splits
+
+            write_splits(dataset_case_ids(dataset.raw_dir), dataset.splits_file)
+        trainer = layout.write_trainer_module(dataset, opts)
+        model = layout.model_dir(dataset, opts)
+        fold = layout.fold_dir(model, request.fold)
+        fold.mkdir(parents=True, exist_ok=True)
+        log = model / f"segkit_train_fold_{request.fold}.log"
+        if request.config_yaml:
+            from segkit.io import write_text
+
+            write_text(fold / "segkit_config.yaml", request.config_yaml)
+        processes = default_processes(opts.num_processes)
+        payload = {
+            "dataset": dataset.name,
+            "configuration": opts.configuration,
+            "fold": request.fold,
+            "trainer": trainer,
+            "plans": opts.plans_identifier,
+            "device": request.device,
+            "pretrained_weights": str(opts.pretrained_weights) if opts.pretrained_weights else None,
+            "continue_training": opts.continue_training,
+            "npz": opts.npz,
+            "final_validation": opts.final_validation,
+            "num_gpus": opts.num_gpus,
+            "fold_dir": str(fold),
+        }
+        events = _TrainEvents(progress, request.fold)
+        result = run_worker(
+            WORKER,
+            "train",
+            payload,
+            env=nnunet_env(dataset, processes=processes, da_processes=opts.data_augmentation_processes),
+            log_file=log,
+            on_event=events,
+            what="nnU-Net training",
+        )
+        events.close()
+        metrics: dict[str, float] = {}
+        if "validation_dice" in result:
+            metrics["validation_dice"] = float(result["validation_dice"])
+        if events.last_ema is not None:
+            metrics["ema_pseudo_dice"] = events.last_ema
+        final = fold / "checkpoint_final.pth"
+        return TrainResult(
+            fold=request.fold,
+            model_dir=model,
+            checkpoint=final if final.is_file() else None,
+            log_file=log,
+            metrics=metrics,
+        )
+
+    def predict(self, request: PredictRequest, options: Any, *, progress: ProgressSink) -> PredictResult:
+        """Predict cases with one fold or an ensemble; outputs land atomically as ``<case>.nii.gz``."""
+        opts = _as_options(options)
+        self.check(request, opts)
+        out = request.output_dir
+        from segkit.io import ensure_writable_dir
+
+        ensure_writable_dir(out)
+        todo = [c for c in request.cases if request.overwrite or not (out / f"{c.case_id}{NIFTI_EXT}").exists()]
+        skipped = tuple(c.case_id for c in request.cases if c not in todo)
+        stage = out / f".segkit-partial-{uuid.uuid4().hex[:8]}"
+        stage.mkdir()
+        log = out / "segkit_predict.log"
+        files: list[Path] = []
+        try:
+            if todo:
+                processes = default_processes(opts.num_processes)
+                payload = {
+                    "model_dir": str(layout.model_dir(request.dataset, opts).resolve()),
+                    "configuration": opts.configuration,
+                    "plans": opts.plans_identifier,
+                    "folds": list(request.folds),
+                    "checkpoint": opts.checkpoint,
+                    "device": request.device,
+                    "tile_step_size": opts.tile_step_size,
+                    "use_mirroring": opts.test_time_mirroring,
+                    "save_probabilities": request.save_probabilities,
+                    "num_processes": processes,
+                    "inputs": [[str(Path(c.images[m]).resolve()) for m in NNUNET_CHANNEL_ORDER] for c in todo],
+                    "outputs": [str((stage / c.case_id).resolve()) for c in todo],
+                }
+                progress.start("predicting", total=len(todo))
+                try:
+                    run_worker(
+                        WORKER,
+                        "predict",
+                        payload,
+                        env=nnunet_env(request.dataset, processes=processes),
+                        log_file=log,
+                        on_event=lambda e: progress.advance() if e.get("event") == "case_done" else None,
+                        what="nnU-Net prediction",
+                    )
+                finally:
+                    progress.finish()
+            for case in todo:
+                for suffix in (NIFTI_EXT, ".npz", ".pkl"):
+                    src = stage / f"{case.case_id}{suffix}"
+                    if src.is_file():
+                        os.replace(src, out / src.name)
+                        if suffix == NIFTI_EXT:
+                            files.append(out / src.name)
+                if not (out / f"{case.case_id}{NIFTI_EXT}").is_file():
+                    msg = f"nnU-Net wrote no prediction for {case.case_id}"
+                    raise BackendError(msg, hint=f"see {log}")
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        _write_manifest(out, request, opts, files, skipped)
+        return PredictResult(output_dir=out, files=tuple(files), skipped=skipped, log_file=log)
+
+
+def _as_options(options: Any) -> NnUNetOptions:
+    if isinstance(options, NnUNetOptions):
+        return options
+    if options is None:
+        return NnUNetOptions()
+    if isinstance(options, Mapping):
+        return NnUNetOptions.model_validate(dict(options))
+    msg = f"expected nnU-Net options, got {type(options).__name__}"
+    raise ConfigError(msg)
+
+
+def _check_configuration(plans: dict[str, Any], opts: NnUNetOptions, dataset: DatasetRef) -> None:
+    available = list(plans["configurations"])
+    if opts.configuration not in available:
+        msg = (
+            f"configuration {opts.configuration!r} is not in the plans {opts.plans_identifier} of {dataset.name} "
+            f"(available: {', '.join(available)})"
+        )
+        raise ConfigError(msg)
+
+
+def _preprocessed_ids(dataset: DatasetRef, data_id: str | None) -> list[str]:
+    """Case ids nnU-Net will split: those of the preprocessed folder (else of imagesTr)."""
+    if data_id and (dataset.preprocessed_dir / data_id).is_dir():
+        folder = dataset.preprocessed_dir / data_id
+        return sorted({p.name.split(".")[0] for p in folder.glob("*.pkl")})
+    from segkit.data.nnunet_dataset import dataset_case_ids
+
+    return dataset_case_ids(dataset.raw_dir)
+
+
+def _write_manifest(
+    out: Path, request: PredictRequest, opts: NnUNetOptions, files: list[Path], skipped: tuple[str, ...]
+) -> None:
+    from segkit import __version__
+    from segkit.io import write_json
+
+    write_json(
+        out / "segkit_predict.json",
+        {
+            "segkit_version": __version__,
+            "backend": "nnunet",
+            "dataset": request.dataset.name,
+            "model": layout.model_dir(request.dataset, opts).name,
+            "folds": list(request.folds),
+            "checkpoint": opts.checkpoint,
+            "device": request.device,
+            "tile_step_size": opts.tile_step_size,
+            "test_time_mirroring": opts.test_time_mirroring,
+            "cases": [p.name for p in files],
+            "skipped_existing": list(skipped),
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
+
+
+class _StageEvents:
+    """Shows nnU-Net's stages (fingerprint, planning, preprocessing) as a spinner each."""
+
+    def __init__(self, progress: ProgressSink) -> None:
+        self.progress = progress
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "stage":
+            self.progress.start(str(event.get("name", "")), total=None)
+            self.progress.log(f"nnU-Net: {event.get('name')}")
+
+    def close(self) -> None:
+        self.progress.finish()
+
+
+class _TrainEvents:
+    """Turns the worker's epoch/iteration events into a bar per epoch and a summary line per epoch."""
+
+    def __init__(self, progress: ProgressSink, fold: Fold) -> None:
+        self.progress = progress
+        self.fold = fold
+        self.last_ema: float | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "stage":
+            self.progress.start(f"fold {self.fold}: {event.get('name')}", total=None)
+        elif kind == "resumed":
+            self.progress.log(f"fold {self.fold}: resuming from {event['checkpoint']} at epoch {event['epoch']}")
+        elif kind == "epoch_start":
+            self.progress.start(
+                f"fold {self.fold} epoch {event['epoch'] + 1}/{event['num_epochs']}", total=int(event["iterations"])
+            )
+        elif kind == "iteration":
+            self.progress.advance(loss=event.get("loss"))
+        elif kind == "epoch_end":
+            self.last_ema = event.get("ema_dice")
+            dice = " ".join(f"{d:.3f}" for d in event.get("pseudo_dice") or [] if d is not None)
+            parts = [
+                f"fold {self.fold} epoch {event['epoch'] + 1}/{event['num_epochs']}",
+                f"train_loss {_fmt(event.get('train_loss'))}",
+                f"val_loss {_fmt(event.get('val_loss'))}",
+                f"pseudo-Dice [{dice}]",
+                f"EMA {_fmt(event.get('ema_dice'))}",
+                f"{_fmt(event.get('seconds'))} s",
+            ]
+            self.progress.log("  ".join(parts))
+
+    def close(self) -> None:
+        self.progress.finish()
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.4f}"

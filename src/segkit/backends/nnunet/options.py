@@ -1,0 +1,84 @@
+"""Options of the nnU-Net backend (``backends.nnunet`` in a run config)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from segkit.config.models import ConfigPath, Strict
+
+PLANNER_PRESETS: dict[str, tuple[str, str]] = {
+    "default": ("ExperimentPlanner", "nnUNetPlans"),
+    "resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"),
+    "resenc-l": ("nnUNetPlannerResEncL", "nnUNetResEncUNetLPlans"),
+    "resenc-xl": ("nnUNetPlannerResEncXL", "nnUNetResEncUNetXLPlans"),
+}
+"""segkit preset -> (nnU-Net planner class, plans identifier it writes)."""
+
+
+class NnUNetOptions(Strict):
+    """nnU-Net v2 settings shared by `segkit data plan`, `train` and `infer`."""
+
+    configuration: str = Field(
+        "3d_fullres", description="nnU-Net configuration to train/predict (2d, 3d_fullres, ...)."
+    )
+    planner: str = Field(
+        "default",
+        description="Experiment planner: default, resenc-m, resenc-l, resenc-xl, or an nnU-Net planner class name.",
+    )
+    plans: str | None = Field(
+        None, description="Plans identifier (default: the one the planner writes, e.g. nnUNetPlans)."
+    )
+    trainer: str = Field("nnUNetTrainer", description="nnU-Net trainer class (any nnU-Net trainer variant).")
+    epochs: int | None = Field(None, ge=1, description="Override the trainer's number of epochs.")
+    iterations_per_epoch: int | None = Field(None, ge=1, description="Override training iterations per epoch.")
+    val_iterations_per_epoch: int | None = Field(
+        None, ge=1, description="Override validation iterations per epoch (default with overrides: iterations / 5)."
+    )
+    checkpoint_every: int | None = Field(None, ge=1, description="Save checkpoint_latest every N epochs (nnU-Net: 50).")
+    mirroring: bool = Field(True, description="Mirroring augmentation and mirrored validation (False: NoMirroring).")
+    final_validation: bool = Field(True, description="Run nnU-Net's sliding-window validation after training.")
+    npz: bool = Field(False, description="Save softmax probabilities of the final validation (--npz).")
+    continue_training: bool = Field(False, description="Resume from the latest checkpoint of this fold (--continue).")
+    pretrained_weights: ConfigPath | None = Field(
+        None, description="Initialise from an nnU-Net checkpoint (all but the segmentation heads)."
+    )
+    num_gpus: int = Field(1, ge=1, description="GPUs for nnU-Net's DDP training (CUDA only).")
+    data_augmentation_processes: int | None = Field(
+        None, ge=0, description="Data-augmentation workers (nnUNet_n_proc_DA); 0 runs augmentation in-process."
+    )
+    num_processes: int = Field(
+        0, ge=0, description="Processes for fingerprint, preprocessing and export; 0 picks min(cores, 4)."
+    )
+    checkpoint: str = Field("checkpoint_final.pth", description="Checkpoint file used for prediction.")
+    tile_step_size: float = Field(0.5, gt=0, le=1, description="Sliding-window step as a fraction of the patch.")
+    test_time_mirroring: bool = Field(True, description="Mirror test-time augmentation when predicting.")
+
+    @model_validator(mode="after")
+    def _planner_known_or_plans_given(self) -> NnUNetOptions:
+        if self.planner not in PLANNER_PRESETS and self.plans is None:
+            msg = f"planner {self.planner!r} is not a preset ({', '.join(PLANNER_PRESETS)}); also set plans"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def planner_class(self) -> str:
+        """nnU-Net planner class name."""
+        return PLANNER_PRESETS[self.planner][0] if self.planner in PLANNER_PRESETS else self.planner
+
+    @property
+    def plans_identifier(self) -> str:
+        """Plans identifier (file stem of the plans JSON)."""
+        if self.plans is not None:
+            return self.plans
+        return PLANNER_PRESETS[self.planner][1]
+
+    @property
+    def has_trainer_overrides(self) -> bool:
+        """Whether segkit must derive its own trainer class from `trainer`."""
+        return (
+            any(
+                v is not None
+                for v in (self.epochs, self.iterations_per_epoch, self.val_iterations_per_epoch, self.checkpoint_every)
+            )
+            or not self.mirroring
+        )

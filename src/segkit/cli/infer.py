@@ -1,0 +1,123 @@
+"""``segkit infer``: predict label maps with a trained backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segkit.backends.nnunet.options import NnUNetOptions
+from segkit.cli._backend_flags import parse_folds, resolve_with_backend
+from segkit.cli._common import ConfigOpt, JsonOpt, SetOpt, print_json, progress_sink, relpath, stdout
+from segkit.cli.train import (
+    NNUNET,
+    BackendOpt,
+    ConfigurationOpt,
+    DatasetOpt,
+    DeviceOpt,
+    FoldOpt,
+    OptionOpt,
+    PlannerOpt,
+    PlansOpt,
+    ProcessesOpt,
+    TrainerOpt,
+)
+from segkit.config.models import InferConfig
+from segkit.config.models import field_description as _d
+
+
+def _nn(name: str) -> str:
+    return _d(NnUNetOptions, name)
+
+
+def infer(
+    ctx: typer.Context,
+    backend: BackendOpt = None,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Option("--input", "-i", help=_d(InferConfig, "input"), metavar="PATH...", show_default=False),
+    ] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help=_d(InferConfig, "output"))] = None,
+    fold: FoldOpt = None,
+    device: DeviceOpt = None,
+    dataset_id: DatasetOpt = None,
+    save_probabilities: Annotated[
+        bool | None, typer.Option("--save-probabilities", help=_d(InferConfig, "save_probabilities"))
+    ] = None,
+    skip_existing: Annotated[
+        bool | None, typer.Option("--skip-existing", help=_d(InferConfig, "skip_existing"))
+    ] = None,
+    run_evaluation: Annotated[
+        bool | None, typer.Option("--run-evaluation", help=_d(InferConfig, "run_evaluation"))
+    ] = None,
+    ground_truth: Annotated[Path | None, typer.Option(help=_d(InferConfig, "ground_truth"))] = None,
+    evaluation_output: Annotated[Path | None, typer.Option(help=_d(InferConfig, "evaluation_output"))] = None,
+    configuration: ConfigurationOpt = None,
+    planner: PlannerOpt = None,
+    plans: PlansOpt = None,
+    trainer: TrainerOpt = None,
+    checkpoint: Annotated[str | None, typer.Option(help=_nn("checkpoint"), rich_help_panel=NNUNET)] = None,
+    tile_step_size: Annotated[
+        float | None,
+        typer.Option("--tile-step-size", "--step-size", help=_nn("tile_step_size"), rich_help_panel=NNUNET),
+    ] = None,
+    tta: Annotated[
+        bool | None, typer.Option("--tta/--disable-tta", help=_nn("test_time_mirroring"), rich_help_panel=NNUNET)
+    ] = None,
+    num_processes: ProcessesOpt = None,
+    options: OptionOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Predict <case>.nii.gz label maps for BraTS cases (several folds: ensemble).
+
+    Example: segkit infer --backend nnunet -i validation_data -o outputs/predictions/nnunet --fold 0 1 2 3 4
+    """
+    from segkit import api
+
+    cfg = resolve_with_backend(
+        config,
+        sets,
+        options,
+        "infer",
+        {
+            "infer.backend": backend,
+            "infer.input": inputs,
+            "infer.output": output_dir,
+            "infer.fold": parse_folds(fold),
+            "infer.device": device,
+            "infer.save_probabilities": save_probabilities,
+            "infer.skip_existing": skip_existing,
+            "infer.run_evaluation": run_evaluation,
+            "infer.ground_truth": ground_truth,
+            "infer.evaluation_output": evaluation_output,
+            "dataset": dataset_id,
+        },
+        {
+            "configuration": configuration,
+            "planner": planner,
+            "plans": plans,
+            "trainer": trainer,
+            "checkpoint": checkpoint,
+            "tile_step_size": tile_step_size,
+            "tta": tta,
+            "num_processes": num_processes,
+        },
+    )
+    with progress_sink(ctx) as sink:
+        result = api.predict(cfg, progress=sink)
+    if json_out:
+        print_json(
+            {
+                "output_dir": str(result.output_dir),
+                "files": [str(p) for p in result.files],
+                "skipped": list(result.skipped),
+            }
+        )
+        return
+    console = stdout()
+    console.print(f"wrote {len(result.files)} prediction(s) to {relpath(result.output_dir)}")
+    if result.skipped:
+        console.print(f"kept {len(result.skipped)} existing prediction(s)")

@@ -1,0 +1,155 @@
+"""``segkit train``: train a backend on one or more folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from segkit.backends.nnunet.options import NnUNetOptions
+from segkit.cli._backend_flags import parse_folds, resolve_with_backend
+from segkit.cli._common import ConfigOpt, JsonOpt, SetOpt, print_json, progress_sink, relpath, stdout
+from segkit.config.models import SegkitConfig, TrainConfig
+from segkit.config.models import field_description as _d
+
+NNUNET = "nnU-Net backend"
+
+
+def _nn(name: str) -> str:
+    return _d(NnUNetOptions, name)
+
+
+BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help=_d(TrainConfig, "backend"))]
+FoldOpt = Annotated[
+    list[str] | None,
+    typer.Option("--fold", "-f", help=_d(TrainConfig, "fold"), metavar="FOLD...", show_default=False),
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help=_d(TrainConfig, "device"))]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset-id", "-d", help=_d(SegkitConfig, "dataset"), metavar="DatasetNNN_Name")
+]
+OptionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--option", metavar="KEY=VALUE", help="Option of the selected backend (repeatable), any backend."),
+]
+ConfigurationOpt = Annotated[
+    str | None, typer.Option("--configuration", help=_nn("configuration"), rich_help_panel=NNUNET)
+]
+PlannerOpt = Annotated[str | None, typer.Option("--planner", help=_nn("planner"), rich_help_panel=NNUNET)]
+PlansOpt = Annotated[str | None, typer.Option("--plans", "-p", help=_nn("plans"), rich_help_panel=NNUNET)]
+TrainerOpt = Annotated[str | None, typer.Option("--trainer", help=_nn("trainer"), rich_help_panel=NNUNET)]
+ProcessesOpt = Annotated[
+    int | None, typer.Option("--num-processes", "-j", help=_nn("num_processes"), rich_help_panel=NNUNET)
+]
+
+
+def train(
+    ctx: typer.Context,
+    backend: BackendOpt = None,
+    fold: FoldOpt = None,
+    device: DeviceOpt = None,
+    dataset_id: DatasetOpt = None,
+    configuration: ConfigurationOpt = None,
+    planner: PlannerOpt = None,
+    plans: PlansOpt = None,
+    trainer: TrainerOpt = None,
+    epochs: Annotated[int | None, typer.Option(help=_nn("epochs"), rich_help_panel=NNUNET)] = None,
+    iterations_per_epoch: Annotated[
+        int | None, typer.Option(help=_nn("iterations_per_epoch"), rich_help_panel=NNUNET)
+    ] = None,
+    val_iterations_per_epoch: Annotated[
+        int | None, typer.Option(help=_nn("val_iterations_per_epoch"), rich_help_panel=NNUNET)
+    ] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help=_nn("checkpoint_every"), rich_help_panel=NNUNET)] = None,
+    mirroring: Annotated[
+        bool | None, typer.Option("--mirroring/--no-mirroring", help=_nn("mirroring"), rich_help_panel=NNUNET)
+    ] = None,
+    final_validation: Annotated[
+        bool | None,
+        typer.Option("--final-validation/--no-final-validation", help=_nn("final_validation"), rich_help_panel=NNUNET),
+    ] = None,
+    npz: Annotated[bool | None, typer.Option("--npz", help=_nn("npz"), rich_help_panel=NNUNET)] = None,
+    continue_training: Annotated[
+        bool | None, typer.Option("--continue", help=_nn("continue_training"), rich_help_panel=NNUNET)
+    ] = None,
+    pretrained_weights: Annotated[
+        Path | None, typer.Option(help=_nn("pretrained_weights"), rich_help_panel=NNUNET)
+    ] = None,
+    num_gpus: Annotated[int | None, typer.Option(help=_nn("num_gpus"), rich_help_panel=NNUNET)] = None,
+    da_processes: Annotated[
+        int | None, typer.Option(help=_nn("data_augmentation_processes"), rich_help_panel=NNUNET)
+    ] = None,
+    num_processes: ProcessesOpt = None,
+    options: OptionOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a backend on one or more folds (nnU-Net: results go to nnUNet_results).
+
+    Examples: segkit train --backend nnunet --fold 0;
+    segkit train --config examples/configs/nnunet_3d_fullres.yaml --fold all
+    """
+    from segkit import api
+
+    cfg = resolve_with_backend(
+        config,
+        sets,
+        options,
+        "train",
+        {
+            "train.backend": backend,
+            "train.fold": parse_folds(fold),
+            "train.device": device,
+            "dataset": dataset_id,
+        },
+        {
+            "configuration": configuration,
+            "planner": planner,
+            "plans": plans,
+            "trainer": trainer,
+            "epochs": epochs,
+            "iterations_per_epoch": iterations_per_epoch,
+            "val_iterations_per_epoch": val_iterations_per_epoch,
+            "checkpoint_every": checkpoint_every,
+            "mirroring": mirroring,
+            "final_validation": final_validation,
+            "npz": npz,
+            "continue_training": continue_training,
+            "pretrained_weights": pretrained_weights,
+            "num_gpus": num_gpus,
+            "da_processes": da_processes,
+            "num_processes": num_processes,
+        },
+    )
+    with progress_sink(ctx) as sink:
+        results = api.train(cfg, progress=sink)
+    rows = [
+        {
+            "fold": r.fold,
+            "model_dir": str(r.model_dir),
+            "checkpoint": str(r.checkpoint) if r.checkpoint else None,
+            "log": str(r.log_file) if r.log_file else None,
+            **dict(r.metrics),
+        }
+        for r in results
+    ]
+    if json_out:
+        print_json(rows)
+        return
+    console = stdout()
+    table = Table(title=f"{cfg.train.backend} on {cfg.dataset}")
+    for column in ("fold", "checkpoint", "validation Dice", "log"):
+        table.add_column(column)
+    for r in results:
+        dice = r.metrics.get("validation_dice")
+        table.add_row(
+            str(r.fold),
+            relpath(r.checkpoint) if r.checkpoint else "-",
+            f"{dice:.4f}" if dice is not None else "-",
+            relpath(r.log_file) if r.log_file else "-",
+        )
+    console.print(table)
+    console.print(f"model: {relpath(results[0].model_dir)}")

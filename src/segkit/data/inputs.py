@@ -1,0 +1,128 @@
+"""Turn ``segkit infer`` inputs into cases with one file per BraTS modality.
+
+An input path may be a BraTS data root (case folders), a single case folder, or an nnU-Net images
+folder (``CASE_0000.nii.gz`` ...) whose channels are mapped to modalities through the dataset's
+``channel_names``. Backends then put the modalities in their own channel order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from segkit.backends.base import CaseImages
+from segkit.conventions import MODALITIES, NIFTI_EXT, NNUNET_CHANNEL_ORDER, modality_file
+from segkit.data.cases import Case, discover_cases, scan_case_folder
+from segkit.errors import DataError
+
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(NIFTI_EXT) + "$")
+
+# Channel names seen in nnU-Net BraTS datasets (segkit's, Dataset226, MSD-style) -> BraTS modality.
+_CHANNEL_ALIASES = {
+    "t1n": "t1n",
+    "t1": "t1n",
+    "t1c": "t1c",
+    "t1ce": "t1c",
+    "t1gd": "t1c",
+    "t2w": "t2w",
+    "t2": "t2w",
+    "t2f": "t2f",
+    "flair": "t2f",
+}
+
+
+def channel_modalities(channel_names: Mapping[str, str] | None) -> list[str]:
+    """Modality of each nnU-Net channel, from ``dataset.json`` channel names (segkit's order if None).
+
+    Raises:
+        DataError: A channel name that is not a BraTS modality, or not exactly the four modalities.
+    """
+    if not channel_names:
+        return list(NNUNET_CHANNEL_ORDER)
+    out = []
+    for key in sorted(channel_names, key=int):
+        name = str(channel_names[key]).strip().lower()
+        if name not in _CHANNEL_ALIASES:
+            msg = f"channel {key} is named {channel_names[key]!r}, which is not a BraTS modality"
+            raise DataError(msg)
+        out.append(_CHANNEL_ALIASES[name])
+    if sorted(out) != sorted(MODALITIES):
+        msg = f"the dataset's channels {out} are not the four BraTS modalities"
+        raise DataError(msg)
+    return out
+
+
+def _is_case_folder(path: Path) -> bool:
+    return any((path / modality_file(path.name, m)).exists() for m in MODALITIES)
+
+
+def _from_case(case: Case) -> CaseImages:
+    if case.missing_modalities:
+        m = case.missing_modalities[0]
+        msg = f"{case.case_id}: {case.expected_file(m)}: missing modality {m}"
+        raise DataError(msg)
+    return CaseImages(case.case_id, dict(case.images))
+
+
+def _from_nnunet_folder(folder: Path, modalities: Sequence[str]) -> list[CaseImages]:
+    grouped: dict[str, dict[int, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        match = _CHANNEL_FILE.match(path.name)
+        if match:
+            grouped.setdefault(match.group("case"), {})[int(match.group("channel"))] = path
+    cases = []
+    for case_id, channels in grouped.items():
+        missing = [i for i in range(len(modalities)) if i not in channels]
+        if missing:
+            msg = f"{case_id}: {folder / f'{case_id}_{missing[0]:04d}{NIFTI_EXT}'}: missing channel {missing[0]}"
+            raise DataError(msg)
+        cases.append(CaseImages(case_id, {modalities[i]: channels[i] for i in range(len(modalities))}))
+    return cases
+
+
+def resolve_inputs(
+    paths: Sequence[Path],
+    *,
+    channel_names: Mapping[str, str] | None = None,
+    only: Sequence[str] | None = None,
+) -> list[CaseImages]:
+    """Cases to predict from input paths.
+
+    Args:
+        paths: BraTS roots, case folders and/or nnU-Net images folders.
+        channel_names: ``dataset.json`` channel names, for nnU-Net images folders.
+        only: Keep only these case ids (error if one is not found).
+
+    Raises:
+        DataError: A missing path, a case without all four modalities, duplicate ids, or nothing found.
+    """
+    found: list[CaseImages] = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_dir():
+            msg = f"{path}: input folder not found"
+            raise DataError(msg)
+        if _is_case_folder(path):
+            found.append(_from_case(scan_case_folder(path)))
+        elif any(_CHANNEL_FILE.match(p.name) for p in path.iterdir()):
+            found.extend(_from_nnunet_folder(path, channel_modalities(channel_names)))
+        else:
+            found.extend(_from_case(c) for c in discover_cases([path]).cases)
+    seen: set[str] = set()
+    for case in found:
+        if case.case_id in seen:
+            msg = f"{case.case_id}: the case appears twice in the inputs"
+            raise DataError(msg)
+        seen.add(case.case_id)
+    if only is not None:
+        wanted = list(only)
+        missing = [c for c in wanted if c not in seen]
+        if missing:
+            msg = f"{missing[0]}: case not found in the inputs ({', '.join(str(p) for p in paths)})"
+            raise DataError(msg)
+        found = [c for c in found if c.case_id in set(wanted)]
+    if not found:
+        msg = f"no cases found in {', '.join(str(p) for p in paths)}"
+        raise DataError(msg)
+    return sorted(found, key=lambda c: c.case_id)
