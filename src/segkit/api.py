@@ -166,6 +166,19 @@ def plan(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Prepa
     return backend.prepare(request, options, progress=progress or NullProgress())
 
 
+def _expand_folds(backend: Backend, dataset: DatasetRef, options: Any, folds: tuple[Fold, ...]) -> tuple[Fold, ...]:
+    """Replace ``all`` by the backend's folds when ``all`` means "every fold" for it."""
+    if "all" not in folds or backend.capabilities.fold_all != "every_fold":
+        return folds
+    indices = tuple(backend.fold_indices(dataset, options))  # type: ignore[attr-defined]
+    out: list[Fold] = []
+    for fold in folds:
+        for f in indices if fold == "all" else (fold,):
+            if f not in out:
+                out.append(f)
+    return tuple(out)
+
+
 def train(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list[TrainResult]:
     """Train the configured backend on each requested fold (`segkit train`).
 
@@ -183,9 +196,9 @@ def train(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list
         raise ConfigError(msg)
     device = resolve_device(cfg.device, supported=backend.capabilities.devices)
     dataset = dataset_ref(config)
+    folds = _expand_folds(backend, dataset, options, folds_of(cfg.fold))
     requests = [
-        TrainRequest(dataset=dataset, fold=fold, device=device, config_yaml=dump_config(config))
-        for fold in folds_of(cfg.fold)
+        TrainRequest(dataset=dataset, fold=fold, device=device, config_yaml=dump_config(config)) for fold in folds
     ]
     for request in requests:
         backend.check(request, options)
@@ -193,8 +206,13 @@ def train(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list
     return [backend.train(request, options, progress=sink) for request in requests]
 
 
-def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> PredictResult:
-    """Predict label maps with a trained backend (`segkit infer`), optionally scoring them afterwards."""
+def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list[PredictResult]:
+    """Predict label maps with a trained backend (`segkit infer`), optionally scoring them afterwards.
+
+    Several folds are averaged into one prediction (``--ensemble``, or implicitly for backends such as
+    nnU-Net), unless the output folder contains ``{fold}``: then each fold predicts into its own folder.
+    Returns one result per output folder.
+    """
     from segkit.backends._device import resolve_device
     from segkit.backends.base import PredictRequest, folds_of
     from segkit.data.inputs import resolve_inputs
@@ -210,25 +228,43 @@ def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Pr
     if dataset.raw_dir.is_dir():
         channel_names = read_dataset_json(dataset.raw_dir).get("channel_names")
     inputs = list(cfg.input) if cfg.input else [dataset.raw_dir / "imagesTs"]
-    cases = resolve_inputs(inputs, channel_names=channel_names)
+    cases = tuple(resolve_inputs(inputs, channel_names=channel_names))
     folds = folds_of(cfg.fold) if cfg.fold is not None else _trained_folds(backend, config, options)
-    if len(folds) > 1 and not backend.capabilities.ensemble:
-        msg = f"backend {cfg.backend!r} cannot ensemble folds; pass one --fold"
-        raise ConfigError(msg)
-    request = PredictRequest(
-        dataset=dataset,
-        cases=tuple(cases),
-        output_dir=cfg.output or Path("outputs") / "predictions" / cfg.backend,
-        folds=folds,
-        device=resolve_device(cfg.device, supported=backend.capabilities.devices),
-        save_probabilities=cfg.save_probabilities,
-        overwrite=not cfg.skip_existing,
-    )
-    backend.check(request, options)
-    result = backend.predict(request, options, progress=progress or NullProgress())
+    folds = _expand_folds(backend, dataset, options, folds)
+    output = str(cfg.output or Path("outputs") / "predictions" / cfg.backend)
+    device = resolve_device(cfg.device, supported=backend.capabilities.devices)
+    groups: list[tuple[tuple[Fold, ...], Path]]
+    if "{fold}" in output:
+        groups = [((fold,), Path(output.format(fold=fold))) for fold in folds]
+    else:
+        if len(folds) > 1:
+            if not backend.capabilities.ensemble:
+                msg = f"backend {cfg.backend!r} cannot ensemble folds; pass one --fold or put {{fold}} in --output-dir"
+                raise ConfigError(msg)
+            if not (cfg.ensemble or backend.capabilities.implicit_ensemble):
+                msg = f"{len(folds)} folds but no '{{fold}}' in the output folder {output}"
+                raise ConfigError(msg, hint="put {fold} in --output-dir (and --checkpoint) or pass --ensemble")
+        groups = [(folds, Path(output))]
+    requests = [
+        PredictRequest(
+            dataset=dataset,
+            cases=cases,
+            output_dir=out,
+            folds=group,
+            device=device,
+            save_probabilities=cfg.save_probabilities,
+            overwrite=not cfg.skip_existing,
+        )
+        for group, out in groups
+    ]
+    for request in requests:
+        backend.check(request, options)
+    sink = progress or NullProgress()
+    results = [backend.predict(request, options, progress=sink) for request in requests]
     if cfg.run_evaluation:
-        _evaluate_predictions(config, result.output_dir, progress)
-    return result
+        for result in results:
+            _evaluate_predictions(config, result.output_dir, progress)
+    return results
 
 
 def _trained_folds(backend: Backend, config: SegkitConfig, options: Any) -> tuple[Fold, ...]:

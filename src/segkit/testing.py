@@ -60,7 +60,7 @@ class FakeBackend:
 
     name: ClassVar[str] = "fake"
     Options: ClassVar[type[FakeOptions]] = FakeOptions
-    capabilities: ClassVar[Capabilities] = Capabilities(ensemble=True, devices=("cpu",))
+    capabilities: ClassVar[Capabilities] = Capabilities(ensemble=True, implicit_ensemble=True, devices=("cpu",))
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -78,7 +78,7 @@ def trained(planned: Path) -> Path:
 def test_train_then_predict_on_the_input_grid(trained: Path) -> None:
     out = trained / "predictions"
     cfg = config(trained, **{"infer.input": [trained / "validation_data"], "infer.output": out})
-    result = api.predict(cfg)
+    (result,) = api.predict(cfg)
     assert sorted(p.name for p in result.files) == ["BraTS-GLI-00090-000.nii.gz", "BraTS-GLI-00091-000.nii.gz"]
     for case in resolve_inputs([trained / "validation_data"]):
         pred = read_volume(out / f"{case.case_id}.nii.gz")

@@ -33,6 +33,8 @@ class Capabilities:
         predict: Implements `predict`.
         prepare: `prepare` does real work (e.g. nnU-Net planning); otherwise it only validates.
         ensemble: `predict` accepts several folds and averages them.
+        implicit_ensemble: Several folds without ``--ensemble`` are averaged (nnU-Net's ``-f 0 1 2 3 4``);
+            otherwise ``--ensemble`` or a ``{fold}`` output template is required.
         multi_gpu: Training can use several GPUs.
         fold_all: What ``--fold all`` means: ``"train_on_all"`` (one model on every case) or
             ``"every_fold"`` (each fold of the splits in turn).
@@ -43,6 +45,7 @@ class Capabilities:
     predict: bool = True
     prepare: bool = False
     ensemble: bool = False
+    implicit_ensemble: bool = False
     multi_gpu: bool = False
     fold_all: Literal["train_on_all", "every_fold"] = "train_on_all"
     devices: tuple[str, ...] = ("cpu", "cuda")
@@ -207,6 +210,9 @@ class Backend(Protocol):
           of its input images), each file atomically.
         - User-facing failures are raised as `BackendError` subclasses, chaining the cause.
         - Long work reports to the `ProgressSink`; nothing is printed.
+        - A backend whose ``fold_all`` is ``"every_fold"`` implements ``fold_indices(dataset, options)``
+          (the folds ``all`` stands for); one that can list its trained folds implements
+          ``trained_folds(dataset, options)`` (the default folds of ``segkit infer``).
     """
 
     name: ClassVar[str]

@@ -42,6 +42,7 @@ def infer(
     fold: FoldOpt = None,
     device: DeviceOpt = None,
     dataset_id: DatasetOpt = None,
+    ensemble: Annotated[bool | None, typer.Option("--ensemble", help=_d(InferConfig, "ensemble"))] = None,
     save_probabilities: Annotated[
         bool | None, typer.Option("--save-probabilities", help=_d(InferConfig, "save_probabilities"))
     ] = None,
@@ -88,6 +89,7 @@ def infer(
             "infer.output": output_dir,
             "infer.fold": parse_folds(fold),
             "infer.device": device,
+            "infer.ensemble": ensemble,
             "infer.save_probabilities": save_probabilities,
             "infer.skip_existing": skip_existing,
             "infer.run_evaluation": run_evaluation,
@@ -107,17 +109,17 @@ def infer(
         },
     )
     with progress_sink(ctx) as sink:
-        result = api.predict(cfg, progress=sink)
+        results = api.predict(cfg, progress=sink)
     if json_out:
         print_json(
-            {
-                "output_dir": str(result.output_dir),
-                "files": [str(p) for p in result.files],
-                "skipped": list(result.skipped),
-            }
+            [
+                {"output_dir": str(r.output_dir), "files": [str(p) for p in r.files], "skipped": list(r.skipped)}
+                for r in results
+            ]
         )
         return
     console = stdout()
-    console.print(f"wrote {len(result.files)} prediction(s) to {relpath(result.output_dir)}")
-    if result.skipped:
-        console.print(f"kept {len(result.skipped)} existing prediction(s)")
+    for result in results:
+        console.print(f"wrote {len(result.files)} prediction(s) to {relpath(result.output_dir)}")
+        if result.skipped:
+            console.print(f"kept {len(result.skipped)} existing prediction(s)")

@@ -157,11 +157,17 @@ class InferConfig(Strict):
         None,
         description="BraTS roots, case folders or an nnU-Net images folder (default: the dataset's imagesTs).",
     )
-    output: ConfigPath | None = Field(None, description="Prediction folder (default: outputs/predictions/<backend>).")
+    output: ConfigPath | None = Field(
+        None,
+        description="Prediction folder (default: outputs/predictions/<backend>); '{fold}' in it: one folder per fold.",
+    )
     fold: FoldValue | list[FoldValue] | None = Field(
         None, description="Fold(s) whose models predict; several are ensembled (default: every trained fold)."
     )
     device: Device = Field("auto", description="auto (CUDA, then MPS, then CPU), cuda, cpu or mps.")
+    ensemble: bool = Field(
+        False, description="Average the folds' probabilities into one prediction (nnU-Net does so for several folds)."
+    )
     save_probabilities: bool = Field(False, description="Also write class probabilities (.npz + .pkl).")
     skip_existing: bool = Field(False, description="Keep predictions that already exist instead of redoing them.")
     run_evaluation: bool = Field(False, description="Score the predictions against --ground-truth afterwards.")

@@ -78,7 +78,12 @@ class NnUNetBackend:
     name: ClassVar[str] = "nnunet"
     Options: ClassVar[type[NnUNetOptions]] = NnUNetOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
-        prepare=True, ensemble=True, multi_gpu=True, fold_all="train_on_all", devices=("cpu", "cuda", "mps")
+        prepare=True,
+        ensemble=True,
+        implicit_ensemble=True,
+        multi_gpu=True,
+        fold_all="train_on_all",
+        devices=("cpu", "cuda", "mps"),
     )
 
     @classmethod
