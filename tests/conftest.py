@@ -57,3 +57,17 @@ def cohort(tmp_path: Path, cohort_template: Path) -> Path:
     dst = tmp_path / "training_data"
     shutil.copytree(cohort_template, dst)
     return dst
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests cleanly on machines without CUDA (they run with `pytest -m gpu` on a GPU)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in gpu_items:
+        item.add_marker(skip)
