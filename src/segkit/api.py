@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from segkit.data.splits import SplitsResult
     from segkit.data.synth import SynthResult
     from segkit.progress import ProgressSink
+    from segkit.viz.gif import GifOutcome
+    from segkit.viz.static import StaticResult
 
 
 def _roots_or_defaults(given: list[Path] | None, defaults: tuple[str, ...]) -> list[Path]:
@@ -108,3 +110,69 @@ def splits(config: SegkitConfig) -> SplitsResult:
     cfg = config.splits
     dest = cfg.output or config.nnunet.dataset_dir("preprocessed", config.dataset) / "splits_final.json"
     return write_splits(ids, dest, n_folds=cfg.folds, seed=cfg.seed, overwrite=cfg.overwrite)
+
+
+# --- visualisation (segkit viz) ---------------------------------------------------------------------
+
+
+def viz_static(config: SegkitConfig) -> StaticResult:
+    """Write (and optionally show) a figure of one case (`segkit viz static`).
+
+    The output defaults to ``outputs/figures/<case>_<layout>.png``.
+    """
+    from segkit.viz.static import render_static
+
+    cfg = config.viz.static
+    if cfg.case_dir is None:
+        msg = "no case folder given"
+        raise ConfigError(msg, hint="segkit viz static --case-dir training_data/BraTS-GLI-00001-000")
+    output = cfg.output or Path("outputs/figures") / f"{Path(cfg.case_dir).name}_{cfg.layout}.png"
+    return render_static(
+        cfg.case_dir,
+        output=output,
+        layout=cfg.layout,
+        axis=cfg.axis,
+        fraction=cfg.fraction,
+        index=cfg.index,
+        modality=cfg.modality,
+        indices=cfg.indices,
+        overlay=cfg.overlay,
+        style=cfg.style,
+        alpha=cfg.alpha,
+        prediction=cfg.pred,
+        percentiles=cfg.percentiles,
+        dpi=cfg.dpi,
+        overwrite=cfg.overwrite,
+        show=cfg.show,
+    )
+
+
+def viz_gif(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list[GifOutcome]:
+    """Write slice-sweep GIFs of one case or a whole root (`segkit viz gif`)."""
+    from segkit.viz.gif import make_gifs
+
+    cfg = config.viz.gif
+    root = cfg.root
+    if root is None:
+        roots = _roots_or_defaults(None, DEFAULT_DATA_ROOTS)
+        if not roots:
+            msg = f"no data root found (looked for {', '.join(DEFAULT_DATA_ROOTS)} in {Path.cwd()})"
+            raise DataError(msg, hint="pass --root DIR")
+        root = roots[0]
+    return make_gifs(
+        root,
+        cfg.output_dir,
+        case=cfg.case,
+        max_cases=cfg.max_cases,
+        modality=cfg.modality,
+        axis=cfg.axis,
+        step=cfg.step,
+        overlay=cfg.overlay,
+        style=cfg.style,
+        alpha=cfg.alpha,
+        frame_ms=cfg.frame_ms,
+        percentiles=cfg.percentiles,
+        overwrite=cfg.overwrite,
+        workers=cfg.workers,
+        progress=progress,
+    )

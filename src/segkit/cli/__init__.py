@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 import segkit
-from segkit.cli import config_cmd, data
+from segkit.cli import config_cmd, data, viz
 from segkit.cli._common import expand_multi_value, stderr, stdout
 from segkit.errors import SegkitError
 
@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(viz.app, name="viz")
 
 
 def _version(value: bool) -> None:
