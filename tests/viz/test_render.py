@@ -244,6 +244,7 @@ def test_indexed_palette_is_distinct_and_black_twin_is_black() -> None:
     assert len({tuple(c) for c in palette}) == 256
     assert palette[R.BLACK_TWIN].max() <= 1
     assert tuple(palette[0]) == (0, 0, 0)
+    assert [tuple(c) for c in palette[248:252]] == [R.BRATS_COLOURS[k] for k in (1, 2, 3, 4)]  # contours exact
 
 
 def test_identical_slices_stay_separate_frames() -> None:

@@ -591,12 +591,13 @@ def _distinct(palette: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Nudge repeated colours (blue channel, by the smallest step) until all 256 entries differ.
 
     GIF writers look palette colours up by value, so repeated entries cost time and would merge the
-    spare black (`BLACK_TWIN`, placed right after black so that it stays within one level of it) with
-    black; a difference of a few blue levels is invisible.
+    spare black (`BLACK_TWIN`) with black. Black, its twin (one blue level off) and the solid label
+    colours are placed first and stay exact; a difference of a few blue levels elsewhere is invisible.
     """
     out = palette.copy()
     seen: set[tuple[int, int, int]] = set()
-    order = [0, BLACK_TWIN, *(i for i in range(len(out)) if i not in (0, BLACK_TWIN))]
+    first = [0, BLACK_TWIN, *range(_SOLID_BASE, _SOLID_BASE + _N_LABEL_COLOURS)]  # these keep exact colours
+    order = [*first, *(i for i in range(len(out)) if i not in first)]
     for i in order:
         r, g, b = (int(v) for v in out[i])
         for step in range(512):
@@ -650,7 +651,10 @@ def indexed_sweep(
     if labels_ras is not None:
         labels = display_stack(labels_ras, axis, indices)
         drawn = (labels >= 1) & (labels <= _N_LABEL_COLOURS)
-        if style in ("fill", "both") and alpha > 0:
+        if style in ("fill", "both") and alpha >= 1:
+            # an opaque fill is the solid colour; the 32 blend entries would all be that colour
+            frames = np.where(drawn, _SOLID_BASE + labels.astype(np.int16) - 1, frames).astype(np.uint8)
+        elif style in ("fill", "both") and alpha > 0:
             blended = _GREY_LEVELS + (labels.astype(np.int16) - 1) * _BLEND_LEVELS + (grey >> 3)
             frames = np.where(drawn, blended, frames).astype(np.uint8)
         if style in ("contour", "both"):
