@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from segkit.data.check import CheckReport
     from segkit.data.nnunet_dataset import PrepareResult
     from segkit.data.splits import SplitsResult
+    from segkit.data.stats import StatsResult
     from segkit.data.synth import SynthResult
     from segkit.progress import ProgressSink
     from segkit.viz.gif import GifOutcome
@@ -173,6 +174,25 @@ def viz_gif(config: SegkitConfig, *, progress: ProgressSink | None = None) -> li
         frame_ms=cfg.frame_ms,
         percentiles=cfg.percentiles,
         overwrite=cfg.overwrite,
+        workers=cfg.workers,
+        progress=progress,
+    )
+
+
+def data_stats(config: SegkitConfig, *, progress: ProgressSink | None = None) -> StatsResult:
+    """Cohort statistics of the data roots, from the cache when the files are unchanged (`segkit data stats`)."""
+    from segkit.data.stats import dataset_stats
+
+    cfg = config.stats
+    roots = _roots_or_defaults(cfg.roots, DEFAULT_DATA_ROOTS)
+    if not roots:
+        msg = f"no data roots found (looked for {', '.join(DEFAULT_DATA_ROOTS)} in {Path.cwd()})"
+        raise DataError(msg, hint="pass the roots: segkit data stats ROOT [ROOT ...]")
+    return dataset_stats(
+        roots,
+        cache_dir=cfg.cache_dir if cfg.cache else None,
+        recompute=cfg.recompute,
+        bins=cfg.bins,
         workers=cfg.workers,
         progress=progress,
     )
