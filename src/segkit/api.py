@@ -15,6 +15,8 @@ from segkit.conventions import DEFAULT_DATA_ROOTS, DEFAULT_TEST_ROOTS, DEFAULT_T
 from segkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    import dash
+
     from segkit.config.models import SegkitConfig
     from segkit.data.check import CheckReport
     from segkit.data.nnunet_dataset import PrepareResult
@@ -196,3 +198,21 @@ def data_stats(config: SegkitConfig, *, progress: ProgressSink | None = None) ->
         workers=cfg.workers,
         progress=progress,
     )
+
+
+def _viz_roots(given: list[Path] | None) -> list[Path]:
+    roots = _roots_or_defaults(given, DEFAULT_DATA_ROOTS)
+    if not roots:
+        msg = f"no data roots found (looked for {', '.join(DEFAULT_DATA_ROOTS)} in {Path.cwd()})"
+        raise DataError(msg, hint="pass --data-root DIR (repeatable)")
+    return roots
+
+
+def viz_app(config: SegkitConfig) -> dash.Dash:
+    """Build the interactive slice viewer over the data roots (`segkit viz app`); serve it with `app.run`."""
+    from segkit.viz.app import create_app
+    from segkit.viz.viewer import CaseIndex
+
+    cfg = config.viz.app
+    index = CaseIndex.build(_viz_roots(cfg.data_roots), cfg.pred_dir)
+    return create_app(index, cache_cases=cfg.cache_cases, percentiles=cfg.percentiles)

@@ -177,6 +177,41 @@ def gif(
     console.print(f"wrote {len(outcomes)} GIF{'s' * (len(outcomes) != 1)}")
 
 
+@app.command("app")
+def app_cmd(
+    data_root: DataRootOpt = None,
+    pred_dir: Annotated[Path | None, typer.Option("--pred-dir", help=_d(VizAppConfig, "pred_dir"))] = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    debug: DebugOpt = None,
+    open_browser: OpenOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Browse cases in the browser: modalities, planes, slices, overlays, predictions, voxel values.
+
+    Example: segkit viz app --data-root training_data validation_data --pred-dir outputs/predictions
+    --open-browser. Keys: arrows step one slice, PageUp/PageDown ten.
+    """
+    from segkit import api
+    from segkit.viz.server import app_url, serve
+
+    cfg = resolve(
+        config,
+        sets,
+        viz__app__data_roots=data_root or None,
+        viz__app__pred_dir=pred_dir,
+        viz__app__host=host,
+        viz__app__port=port,
+        viz__app__debug=debug,
+        viz__app__open_browser=open_browser,
+    )
+    dash_app = api.viz_app(cfg)
+    opts = cfg.viz.app
+    stdout().print(f"segkit viewer on {app_url(opts.host, opts.port)} (Ctrl+C to stop)")
+    serve(dash_app, host=opts.host, port=opts.port, debug=opts.debug, open_browser=opts.open_browser)
+
+
 # Literal types are re-exported for the help texts above; keep the names referenced for linters.
 _ = (AxisName, ModalityName, OverlayStyleName, StatsConfig, VizArchConfig, VizStatsConfig, HostOpt, PortOpt, DebugOpt,
      OpenOpt, DataRootOpt)  # fmt: skip
