@@ -216,3 +216,12 @@ def viz_app(config: SegkitConfig) -> dash.Dash:
     cfg = config.viz.app
     index = CaseIndex.build(_viz_roots(cfg.data_roots), cfg.pred_dir)
     return create_app(index, cache_cases=cfg.cache_cases, percentiles=cfg.percentiles)
+
+
+def viz_stats_app(config: SegkitConfig) -> dash.Dash:
+    """Build the statistics inspector over the data roots (`segkit viz stats`); serve it with `app.run`."""
+    from segkit.viz.stats_app import StatsSettings, create_stats_app
+
+    cfg = config.stats
+    settings = StatsSettings(tuple(_viz_roots(cfg.roots)), cfg.cache_dir, bins=cfg.bins, workers=cfg.workers)
+    return create_stats_app(settings)

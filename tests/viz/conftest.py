@@ -25,3 +25,20 @@ def viz_root(tmp_path: Path, viz_template: Path) -> Path:
     dst = tmp_path / "training_data"
     shutil.copytree(viz_template, dst)
     return dst
+
+
+@pytest.fixture
+def no_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record (and forbid) every volume read: for requests that must never touch a file."""
+    reads: list[Path] = []
+
+    def forbidden(path, *args, **kwargs):
+        reads.append(Path(path))
+        raise AssertionError(f"read {path}")
+
+    import segkit.io
+    import segkit.viz.volumes
+
+    monkeypatch.setattr(segkit.viz.volumes, "read_volume", forbidden)
+    monkeypatch.setattr(segkit.io, "read_volume", forbidden)
+    return reads

@@ -43,23 +43,6 @@ def predictions(viz_root: Path, tmp_path: Path) -> Path:
     return tmp_path / "pred"
 
 
-@pytest.fixture
-def no_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Record (and forbid) every volume read."""
-    reads: list[Path] = []
-
-    def forbidden(path, *args, **kwargs):
-        reads.append(Path(path))
-        raise AssertionError(f"read {path}")
-
-    import segkit.io
-    import segkit.viz.volumes
-
-    monkeypatch.setattr(segkit.viz.volumes, "read_volume", forbidden)
-    monkeypatch.setattr(segkit.io, "read_volume", forbidden)
-    return reads
-
-
 # --- the index ---------------------------------------------------------------------------------------
 
 
@@ -337,10 +320,14 @@ def test_viewer_in_a_headless_browser(viz_root: Path, predictions: Path) -> None
 
         # back to the case with a prediction, shown beside the ground truth
         driver.find_element(By.ID, "case").click()
-        _wait(lambda: next(o for o in driver.find_elements(By.CSS_SELECTOR, "[role=option]") if LABELLED in o.text),
-              what="dropdown options").click()  # fmt: skip
-        single = _wait(lambda: png_size(image()) if LABELLED in driver.find_element(By.ID, "case").text else None,
-                       what="first case again")  # fmt: skip
+        _wait(
+            lambda: next(o for o in driver.find_elements(By.CSS_SELECTOR, "[role=option]") if LABELLED in o.text),
+            what="dropdown options",
+        ).click()
+        single = _wait(
+            lambda: png_size(image()) if LABELLED in driver.find_element(By.ID, "case").text else None,
+            what="first case again",
+        )
         driver.find_element(By.CSS_SELECTOR, "#pred-mode input[value=beside]").click()
         doubled = _wait(lambda: png_size(image())[1] > single[1] and png_size(image()), what="prediction row")
         assert doubled[1] == 2 * single[1] + 4

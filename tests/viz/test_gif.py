@@ -31,16 +31,36 @@ def _frames(path: Path) -> np.ndarray:
 def test_frame_count_and_size(run_cli, viz_root: Path, tmp_path: Path, axis, step, frames, size) -> None:
     out = tmp_path / "gifs"
     result = run_cli(
-        "viz", "gif", "--root", viz_root, "--case", LABELLED, "--axis", axis, "--step", step, "--overlay",
-        "--modality", "t2f", "--output-dir", out, "--json",
-    )  # fmt: skip
+        "viz",
+        "gif",
+        "--root",
+        viz_root,
+        "--case",
+        LABELLED,
+        "--axis",
+        axis,
+        "--step",
+        step,
+        "--overlay",
+        "--modality",
+        "t2f",
+        "--output-dir",
+        out,
+        "--json",
+    )
     assert result.code == 0, result.err
     path = out / f"{LABELLED}_t2f_{axis}.gif"
     info = json.loads(result.out)
     assert info == [
-        {"case": LABELLED, "path": str(path), "frames": frames, "width": size[0], "height": size[1],
-         "seconds": info[0]["seconds"]}
-    ]  # fmt: skip
+        {
+            "case": LABELLED,
+            "path": str(path),
+            "frames": frames,
+            "width": size[0],
+            "height": size[1],
+            "seconds": info[0]["seconds"],
+        }
+    ]
     data = _frames(path)
     assert data.shape[:3] == (frames, size[1], size[0])
     meta = iio.immeta(path, index=0)
@@ -53,8 +73,18 @@ def test_gif_pixels_are_the_rendered_overlay(run_cli, viz_root: Path, tmp_path: 
     from segkit.viz.volumes import load_case_volumes
 
     result = run_cli(
-        "viz", "gif", "--root", viz_root, "--case", LABELLED, "--overlay", "--alpha", "1", "--output-dir", tmp_path,
-    )  # fmt: skip
+        "viz",
+        "gif",
+        "--root",
+        viz_root,
+        "--case",
+        LABELLED,
+        "--overlay",
+        "--alpha",
+        "1",
+        "--output-dir",
+        tmp_path,
+    )
     assert result.code == 0, result.err
     data = _frames(tmp_path / f"{LABELLED}_t1c_axial.gif")[..., :3]
     volumes = load_case_volumes(scan_case_folder(viz_root / LABELLED), ("t1c",), labels="required")

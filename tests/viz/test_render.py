@@ -63,8 +63,12 @@ def test_error_codes_and_colours() -> None:
     assert region.tolist() == [[R.TP, R.FN, R.FP, 0, R.TP]]
     rgb = R.blend_errors(np.zeros((1, 5, 3), np.uint8), codes, alpha=1.0)
     assert [tuple(p) for p in rgb[0]] == [
-        R.ERROR_COLOURS[R.TP], R.ERROR_COLOURS[R.FN], R.ERROR_COLOURS[R.FP], (0, 0, 0), R.ERROR_COLOURS[R.MISMATCH]
-    ]  # fmt: skip
+        R.ERROR_COLOURS[R.TP],
+        R.ERROR_COLOURS[R.FN],
+        R.ERROR_COLOURS[R.FP],
+        (0, 0, 0),
+        R.ERROR_COLOURS[R.MISMATCH],
+    ]
 
 
 # --- windowing -------------------------------------------------------------------------------------
@@ -230,8 +234,11 @@ def test_indexed_sweep_matches_rgb_rendering_within_palette_precision() -> None:
         indexed = R.indexed_sweep(
             image, axis, limits=limits, labels_ras=labels, step=3, alpha=0.4, style=style, spacing_ras=spacing
         )
-        rgb = list(R.sweep_frames(image, axis, limits=limits, labels_ras=labels, step=3, alpha=0.4, style=style,
-                                  spacing_ras=spacing))  # fmt: skip
+        rgb = list(
+            R.sweep_frames(
+                image, axis, limits=limits, labels_ras=labels, step=3, alpha=0.4, style=style, spacing_ras=spacing
+            )
+        )
         assert len(rgb) == len(indexed.frames) == len(range(0, image.shape[R.AXIS_NUMBER[axis]], 3))
         got = indexed.rgb().astype(int)
         want = np.stack(rgb).astype(int)

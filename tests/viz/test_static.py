@@ -86,9 +86,24 @@ def test_prediction_adds_prediction_and_error_rows(run_cli, viz_root: Path, tmp_
 def test_orthogonal_layout_with_indices_from_the_cli(run_cli, viz_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.png"
     result = run_cli(
-        "viz", "static", "--case-dir", viz_root / LABELLED, "--layout", "orthogonal", "--modality", "t2f",
-        "--indices", "3", "4", "5", "--style", "contour", "-o", out, "--json",
-    )  # fmt: skip
+        "viz",
+        "static",
+        "--case-dir",
+        viz_root / LABELLED,
+        "--layout",
+        "orthogonal",
+        "--modality",
+        "t2f",
+        "--indices",
+        "3",
+        "4",
+        "5",
+        "--style",
+        "contour",
+        "-o",
+        out,
+        "--json",
+    )
     assert result.code == 0, result.err
     assert [s["index"] for s in json.loads(result.out)["slices"]] == [3, 4, 5]
 

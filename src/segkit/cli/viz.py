@@ -212,6 +212,59 @@ def app_cmd(
     serve(dash_app, host=opts.host, port=opts.port, debug=opts.debug, open_browser=opts.open_browser)
 
 
+@app.command("stats")
+def stats_cmd(
+    data_root: Annotated[
+        list[Path] | None,
+        typer.Option("--data-root", help=_d(StatsConfig, "roots"), metavar="DIR...", show_default=False),
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help=_d(StatsConfig, "cache_dir"))] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-j", help=_d(StatsConfig, "workers"))] = None,
+    host: Annotated[str | None, typer.Option("--host", help=_d(VizStatsConfig, "host"))] = None,
+    port: Annotated[int | None, typer.Option("--port", help=_d(VizStatsConfig, "port"))] = None,
+    debug: Annotated[bool | None, typer.Option("--debug", help=_d(VizStatsConfig, "debug"))] = None,
+    open_browser: Annotated[
+        bool | None, typer.Option("--open-browser", help=_d(VizStatsConfig, "open_browser"))
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Inspect cohort statistics in the browser: per-case histograms and label volumes, dataset tables.
+
+    Dataset statistics are cached under outputs/statistics_cache/ (Recompute / Load cached buttons); the
+    same numbers without a browser: segkit data stats ROOT... --json
+    """
+    from segkit import api
+    from segkit.viz.server import app_url, serve
+
+    cfg = resolve(
+        config,
+        sets,
+        stats__roots=data_root or None,
+        stats__cache_dir=cache_dir,
+        stats__workers=workers,
+        viz__stats__host=host,
+        viz__stats__port=port,
+        viz__stats__debug=debug,
+        viz__stats__open_browser=open_browser,
+    )
+    dash_app = api.viz_stats_app(cfg)
+    opts = cfg.viz.stats
+    stdout().print(f"segkit statistics on {app_url(opts.host, opts.port)} (Ctrl+C to stop)")
+    serve(dash_app, host=opts.host, port=opts.port, debug=opts.debug, open_browser=opts.open_browser)
+
+
 # Literal types are re-exported for the help texts above; keep the names referenced for linters.
-_ = (AxisName, ModalityName, OverlayStyleName, StatsConfig, VizArchConfig, VizStatsConfig, HostOpt, PortOpt, DebugOpt,
-     OpenOpt, DataRootOpt)  # fmt: skip
+_ = (
+    AxisName,
+    ModalityName,
+    OverlayStyleName,
+    StatsConfig,
+    VizArchConfig,
+    VizStatsConfig,
+    HostOpt,
+    PortOpt,
+    DebugOpt,
+    OpenOpt,
+    DataRootOpt,
+)

@@ -301,7 +301,7 @@ def cache_key(roots: Sequence[Path], cases: Sequence[Case], *, bins: int) -> str
                 entries.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
             except OSError:
                 entries.append([str(path), None, None])
-        entries.append([str(case.folder), sorted(case.missing_modalities), case.seg is None])
+        entries.append([str(case.folder.resolve()), sorted(case.missing_modalities), case.seg is None])
     files = hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
     return f"{_roots_digest(roots)}-{files}"
 

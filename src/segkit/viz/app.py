@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from segkit.conventions import MODALITIES
 from segkit.errors import SegkitError
 from segkit.viz.render import AXES, ERROR_COLOURS, ERROR_NAMES, legend
-from segkit.viz.viewer import ALL_MODALITIES, CaseIndex, Rendered, ViewRequest, Viewer
+from segkit.viz.viewer import ALL_MODALITIES, CaseIndex, Rendered, Viewer, ViewRequest
 
 if TYPE_CHECKING:
     import dash
@@ -87,7 +87,7 @@ def create_app(index: CaseIndex, *, cache_cases: int = 4, percentiles: tuple[flo
                     html.Div(
                         dcc.Slider(id="slice", min=0, max=1, step=1, value=0, marks=None, updatemode="drag"),
                         className="slice-slider",
-                    ),  # fmt: skip
+                    ),
                     html.Button("+1", id="slice-next", title="→ or ↑"),
                     html.Button("+10", id="slice-next10", title="PageUp / Shift+→"),
                     html.Span(id="slice-label", className="muted"),
@@ -237,7 +237,7 @@ def probe_view(viewer: Viewer, hover: Any, *values: Any) -> str:
     """The hover callback: describe the voxel under the cursor (empty when there is nothing to say)."""
     try:
         point = (hover or {}).get("points", [{}])[0]
-        col, row = int(round(float(point["x"]))), int(round(float(point["y"])))
+        col, row = round(float(point["x"])), round(float(point["y"]))
         request = make_request(*values)
         return viewer.probe(request, row, col)
     except (SegkitError, KeyError, IndexError, TypeError, ValueError, AttributeError):
@@ -262,7 +262,7 @@ def _control(title: str, component: Any) -> Any:
 def _case_options(index: CaseIndex) -> list[dict[str, str]]:
     options = []
     for case_id, case in index.cases.items():
-        problems = [m for m in case.missing_modalities]
+        problems = list(case.missing_modalities)
         note = f"  ⚠ missing {', '.join(problems)}" if problems else ""
         options.append({"label": f"{case_id}  ({case.root.name}){note}", "value": case_id})
     return options
@@ -290,7 +290,7 @@ def _empty_figure() -> dict[str, Any]:
 
 
 def _figure(uri: str, rendered: Rendered, *, uirevision: str) -> dict[str, Any]:
-    height, width = rendered.image.shape[:2]  # type: ignore[attr-defined]
+    height, width = rendered.image.shape[:2]
     scale = min(3.0, 640.0 / height, 1400.0 / width)  # enlarge small volumes, keep big ones on screen
     return {
         "data": [{"type": "image", "source": uri, "hoverinfo": "none", "x0": 0, "y0": 0, "dx": 1, "dy": 1}],

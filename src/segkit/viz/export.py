@@ -157,19 +157,31 @@ def panel_figure(spec: FigureSpec, *, pyplot: bool = False, inches_per_panel: fl
             ax.set_title(row[c].title, fontsize=9)
             if c == 0 and r < len(spec.row_titles) and spec.row_titles[r]:
                 ax.text(
-                    -0.04, 0.5, spec.row_titles[r], transform=ax.transAxes, rotation=90, ha="right", va="center",
+                    -0.04,
+                    0.5,
+                    spec.row_titles[r],
+                    transform=ax.transAxes,
+                    rotation=90,
+                    ha="right",
+                    va="center",
                     fontsize=10,
-                )  # fmt: skip
+                )
     if spec.title:
         fig.suptitle(spec.title, fontsize=12)
     if spec.legend:
         handles = [
-            Patch(facecolor=np.asarray(colour) / 255.0, edgecolor="black", label=name) for name, colour in spec.legend
+            Patch(facecolor=(r / 255, g / 255, b / 255), edgecolor="black", label=name)
+            for name, (r, g, b) in spec.legend
         ]
         fig.legend(
-            handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize=9,
-            title=spec.legend_title or None, title_fontsize=9,
-        )  # fmt: skip
+            handles=handles,
+            loc="lower center",
+            ncol=min(len(handles), 8),
+            frameon=False,
+            fontsize=9,
+            title=spec.legend_title or None,
+            title_fontsize=9,
+        )
     top = 1.0 - (0.6 / height if spec.title else 0.02)
     bottom = (0.55 / height) if spec.legend else 0.02
     fig.subplots_adjust(left=0.04 if spec.row_titles else 0.01, right=0.99, top=top, bottom=bottom)

@@ -23,6 +23,7 @@ from segkit.viz.render import (
     Axis,
     Box,
     OverlayStyle,
+    RGBImage,
     display_to_ras,
     pixel_spacing,
     render_slice,
@@ -158,7 +159,7 @@ class Rendered:
         count: Slices along the axis.
     """
 
-    image: object
+    image: RGBImage
     panels: tuple[PanelInfo, ...]
     index: int
     file_index: int
