@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from segkit.data.stats import StatsResult
     from segkit.data.synth import SynthResult
     from segkit.progress import ProgressSink
+    from segkit.viz.arch_figures import ArchResult
     from segkit.viz.gif import GifOutcome
     from segkit.viz.static import StaticResult
 
@@ -225,3 +226,25 @@ def viz_stats_app(config: SegkitConfig) -> dash.Dash:
     cfg = config.stats
     settings = StatsSettings(tuple(_viz_roots(cfg.roots)), cfg.cache_dir, bins=cfg.bins, workers=cfg.workers)
     return create_stats_app(settings)
+
+
+def viz_arch(config: SegkitConfig) -> ArchResult:
+    """Describe and draw the network of an nnU-Net plans configuration (`segkit viz arch`).
+
+    The plans are found from ``viz.arch.plans`` (a file, a folder, a dataset id or name; default: the
+    run config's dataset) under ``nnunet.results`` and ``nnunet.preprocessed``.
+    """
+    from segkit.viz.arch_figures import render_architecture
+
+    cfg = config.viz.arch
+    return render_architecture(
+        cfg.plans or config.dataset,
+        configuration=cfg.configuration,
+        search_roots=[config.nnunet.results, config.nnunet.preprocessed],
+        output=cfg.output,
+        detailed_output=cfg.detailed_output,
+        vector_output=cfg.vector_output,
+        detailed_vector_output=cfg.detailed_vector_output,
+        dpi=cfg.dpi,
+        overwrite=cfg.overwrite,
+    )

@@ -18,9 +18,6 @@ from segkit.cli._common import (
     stdout,
 )
 from segkit.config.models import (
-    AxisName,
-    ModalityName,
-    OverlayStyleName,
     StatsConfig,
     VizAppConfig,
     VizArchConfig,
@@ -254,17 +251,83 @@ def stats_cmd(
     serve(dash_app, host=opts.host, port=opts.port, debug=opts.debug, open_browser=opts.open_browser)
 
 
-# Literal types are re-exported for the help texts above; keep the names referenced for linters.
-_ = (
-    AxisName,
-    ModalityName,
-    OverlayStyleName,
-    StatsConfig,
-    VizArchConfig,
-    VizStatsConfig,
-    HostOpt,
-    PortOpt,
-    DebugOpt,
-    OpenOpt,
-    DataRootOpt,
-)
+@app.command("arch")
+def arch_cmd(
+    plans: Annotated[
+        str | None, typer.Argument(help=_d(VizArchConfig, "plans"), metavar="[PLANS]", show_default=False)
+    ] = None,
+    configuration: Annotated[
+        str | None,
+        typer.Option(
+            "--configuration",
+            "-C",
+            help=_d(VizArchConfig, "configuration") + " (the old script's --config; --config is the run config here).",
+        ),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help=_d(VizArchConfig, "output"))] = None,
+    detailed_output: Annotated[
+        Path | None, typer.Option("--detailed-output", help=_d(VizArchConfig, "detailed_output"))
+    ] = None,
+    vector_output: Annotated[
+        Path | None, typer.Option("--vector-output", help=_d(VizArchConfig, "vector_output"))
+    ] = None,
+    detailed_vector_output: Annotated[
+        Path | None, typer.Option("--detailed-vector-output", help=_d(VizArchConfig, "detailed_vector_output"))
+    ] = None,
+    dpi: Annotated[int | None, typer.Option(help=_d(VizArchConfig, "dpi"))] = None,
+    overwrite: OverwriteOpt = None,
+    nnunet_results: Annotated[Path | None, typer.Option("--nnunet-results", help="nnUNet_results folder.")] = None,
+    nnunet_preprocessed: Annotated[
+        Path | None, typer.Option("--nnunet-preprocessed", help="nnUNet_preprocessed folder.")
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the network of an nnU-Net plans configuration: a table and two figures (overview, detailed).
+
+    PLANS is a plans .json, a folder holding one (a trained model, a results or preprocessed dataset
+    folder), or a dataset id/name searched under nnUNet_results and nnUNet_preprocessed.
+    Example: segkit viz arch 501 -C 3d_fullres -o outputs/figures/architecture/3d_fullres_overview.png
+    """
+    from segkit import api
+
+    cfg = resolve(
+        config,
+        sets,
+        nnunet__results=nnunet_results,
+        nnunet__preprocessed=nnunet_preprocessed,
+        viz__arch__plans=plans,
+        viz__arch__configuration=configuration,
+        viz__arch__output=output,
+        viz__arch__detailed_output=detailed_output,
+        viz__arch__vector_output=vector_output,
+        viz__arch__detailed_vector_output=detailed_vector_output,
+        viz__arch__dpi=dpi,
+        viz__arch__overwrite=overwrite,
+    )
+    result = api.viz_arch(cfg)
+    arch = result.architecture
+    if json_out:
+        print_json({**arch.to_dict(), "outputs": result.outputs, "alternatives": result.location.alternatives})
+        return
+    from rich.table import Table
+
+    console = stdout()
+    table = Table(title=f"{arch.class_short} · {arch.configuration} · {relpath(arch.plans_path)}")
+    for column in ("stage", "features", "kernel", "stride", "blocks", "feature map"):
+        table.add_column(column, justify="left" if column in ("stage", "blocks") else "right")
+    for row in arch.rows():
+        table.add_row(row["stage"], row["features"], row["kernel"], row["stride"], row["blocks"], row["size"])
+    console.print(table)
+    facts = [f"patch {'x'.join(map(str, arch.patch_size))}", f"{arch.conv}, {arch.norm}, {arch.nonlin}"]
+    if arch.batch_size is not None:
+        facts.insert(1, f"batch {arch.batch_size}")
+    console.print("  ".join(facts))
+    for warning in arch.warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
+    if result.location.alternatives:
+        others = ", ".join(relpath(p) for p in result.location.alternatives[:3])
+        console.print(f"also found: {others}")
+    for path in result.outputs.values():
+        console.print(f"wrote {relpath(path)}")
