@@ -18,7 +18,20 @@ def _loaded_after(code: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["segkit", "segkit.cli", "segkit.config", "segkit.api", "segkit.backends.registry", "segkit.data.check"],
+    [
+        "segkit",
+        "segkit.cli",
+        "segkit.config",
+        "segkit.api",
+        "segkit.backends.registry",
+        "segkit.data.check",
+        # viz: rendering, plans reading and statistics are numpy/JSON only; dash and matplotlib load on use
+        "segkit.cli.viz",
+        "segkit.viz.render",
+        "segkit.viz.arch",
+        "segkit.viz.viewer",
+        "segkit.data.stats",
+    ],
 )
 def test_module_import_stays_light(module: str) -> None:
     assert _loaded_after(f"import {module}") == []
@@ -26,7 +39,18 @@ def test_module_import_stays_light(module: str) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["data", "--help"], ["backends"], ["config", "show"], ["config", "schema"]],
+    [
+        ["--help"],
+        ["data", "--help"],
+        ["backends"],
+        ["config", "show"],
+        ["config", "schema"],
+        ["viz", "--help"],
+        ["viz", "static", "--help"],
+        ["viz", "app", "--help"],
+        ["viz", "arch", "--help"],
+        ["data", "stats", "--help"],
+    ],
     ids=" ".join,
 )
 def test_commands_stay_light(argv: list[str]) -> None:

@@ -140,13 +140,29 @@ def panel_figure(spec: FigureSpec, *, pyplot: bool = False, inches_per_panel: fl
 
     nrows = len(spec.rows)
     ncols = max(len(row) for row in spec.rows)
-    # Rows of images with different aspect ratios: size the figure from the tallest panel per row.
-    aspect = [max(p.image.shape[0] / p.image.shape[1] for p in row) for row in spec.rows]
-    width = inches_per_panel * ncols + (0.5 if spec.row_titles else 0.0)
-    height = sum(inches_per_panel * a + 0.45 for a in aspect) + (0.6 if spec.title else 0.0)
-    height += 0.5 if spec.legend else 0.0
+    # Lay the figure out in inches so that each row is exactly as tall as its tallest image drawn at the
+    # panel width: no empty bands between the title, the images and the legend.
+    cell = inches_per_panel
+    rows_h = [cell * max(p.image.shape[0] / p.image.shape[1] for p in row) for row in spec.rows]
+    title_h = 0.45 if spec.title else 0.05
+    panel_title_h = 0.3
+    legend_h = 0.45 if spec.legend else 0.05
+    left_pad = 0.45 if spec.row_titles else 0.05
+    gap_w, gap_h = 0.08, 0.35
+    width = left_pad + ncols * cell + (ncols - 1) * gap_w + 0.05
+    height = title_h + panel_title_h + sum(rows_h) + (nrows - 1) * gap_h + legend_h
     fig = _new_figure((width, height), pyplot=pyplot)
-    grid = fig.add_gridspec(nrows, ncols, height_ratios=aspect, hspace=0.18, wspace=0.04)
+    grid = fig.add_gridspec(
+        nrows,
+        ncols,
+        height_ratios=rows_h,
+        left=left_pad / width,
+        right=1 - 0.05 / width,
+        top=1 - (title_h + panel_title_h) / height,
+        bottom=legend_h / height,
+        wspace=gap_w / cell,
+        hspace=gap_h / (sum(rows_h) / nrows),
+    )
     for r, row in enumerate(spec.rows):
         for c in range(ncols):
             ax = fig.add_subplot(grid[r, c])
@@ -167,7 +183,7 @@ def panel_figure(spec: FigureSpec, *, pyplot: bool = False, inches_per_panel: fl
                     fontsize=10,
                 )
     if spec.title:
-        fig.suptitle(spec.title, fontsize=12)
+        fig.suptitle(spec.title, fontsize=12, y=1 - 0.08 / height, va="top")
     if spec.legend:
         handles = [
             Patch(facecolor=(r / 255, g / 255, b / 255), edgecolor="black", label=name)
@@ -176,15 +192,13 @@ def panel_figure(spec: FigureSpec, *, pyplot: bool = False, inches_per_panel: fl
         fig.legend(
             handles=handles,
             loc="lower center",
+            bbox_to_anchor=(0.5, 0.02 / height),
             ncol=min(len(handles), 8),
             frameon=False,
             fontsize=9,
             title=spec.legend_title or None,
             title_fontsize=9,
         )
-    top = 1.0 - (0.6 / height if spec.title else 0.02)
-    bottom = (0.55 / height) if spec.legend else 0.02
-    fig.subplots_adjust(left=0.04 if spec.row_titles else 0.01, right=0.99, top=top, bottom=bottom)
     return fig
 
 
