@@ -169,3 +169,15 @@ def test_missing_case_dir(run_cli, tmp_path: Path) -> None:
     assert result.code == 1
     assert "case folder not found" in result.err
     assert run_cli("viz", "static").code == 2
+
+
+def test_show_opens_a_window_and_still_writes(run_cli, viz_root: Path, tmp_path: Path, monkeypatch) -> None:
+    import segkit.viz.export
+
+    shown = []
+    monkeypatch.setattr(segkit.viz.export, "show_figure", lambda fig: shown.append(fig))
+    out = tmp_path / "shown.png"
+    result = run_cli("viz", "static", "--case-dir", viz_root / LABELLED, "-o", out, "--show")
+    assert result.code == 0, result.err
+    assert len(shown) == 1
+    assert out.is_file()

@@ -230,6 +230,21 @@ def test_cli_builds_the_app_and_serves_on_loopback(run_cli, viz_root: Path, monk
     assert calls[1][1] == {"host": "127.0.0.1", "port": 9000, "debug": True, "open_browser": True}
 
 
+def test_cli_takes_several_roots_and_a_prediction_folder(run_cli, viz_root, predictions, tmp_path, monkeypatch):
+    import segkit.viz.server
+    from segkit.data.synth import write_cohort
+
+    other = write_cohort(tmp_path / "validation_data", cases=1, shape=(16, 16, 16), seed=1, start=50).root
+    calls = []
+    monkeypatch.setattr(segkit.viz.server, "serve", lambda app, **kw: calls.append(app))
+    result = run_cli("viz", "app", "--data-root", viz_root, other, "--pred-dir", predictions)
+    assert result.code == 0, result.err
+    index = calls[0].segkit_viewer.index
+    assert index.roots == (viz_root, other)
+    assert "BraTS-GLI-00050-000" in index.cases
+    assert list(index.predictions) == [LABELLED]
+
+
 def test_cli_without_roots(run_cli, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = run_cli("viz", "app")

@@ -8,7 +8,7 @@ headless and in threads; only `show_figure` touches pyplot. Every file is writte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +125,6 @@ class FigureSpec:
     row_titles: Sequence[str] = ()
     legend: Sequence[tuple[str, RGB]] = ()
     legend_title: str = ""
-    notes: Sequence[str] = field(default_factory=tuple)
 
 
 def panel_figure(spec: FigureSpec, *, pyplot: bool = False, inches_per_panel: float = 3.2) -> Figure:

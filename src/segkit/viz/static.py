@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from segkit.conventions import MODALITIES
 from segkit.data.cases import scan_case_folder
 from segkit.errors import ConfigError, DataError
@@ -133,14 +135,14 @@ def static_spec(
         raise DataError(msg)
     rows: list[list[Panel]] = [[], [], []] if with_pred else [[]]
 
-    def panel(m: str, c: SliceChoice, labels: object, reference: object) -> Panel:
+    def panel(m: str, c: SliceChoice, labels: np.ndarray | None, reference: np.ndarray | None) -> Panel:
         rgb = render_slice(
             volumes.images[m],
             c.axis,
             c.ras_index,
             limits=volumes.limits[m],
-            labels_ras=labels,  # type: ignore[arg-type]
-            reference_ras=reference,  # type: ignore[arg-type]
+            labels_ras=labels,
+            reference_ras=reference,
             alpha=alpha,
             style=style,
             spacing_ras=volumes.spacing_ras,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from segkit.conventions import LABELS, MODALITIES, NIFTI_EXT
 from segkit.data.cases import Case, discover_cases
 from segkit.errors import DataError
@@ -33,6 +35,7 @@ from segkit.viz.render import (
 from segkit.viz.volumes import CaseVolumes, load_case_volumes
 
 PredMode = Literal["off", "beside", "errors"]
+PanelKind = Literal["ground truth", "image", "prediction", "errors"]
 ALL_MODALITIES = "all"
 CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 """Shape of a case id as the browser may send it: a folder name, never a path."""
@@ -144,7 +147,7 @@ class PanelInfo:
 
     box: Box
     modality: str
-    kind: Literal["ground truth", "image", "prediction", "errors"]
+    kind: PanelKind
 
 
 @dataclass(frozen=True)
@@ -261,10 +264,9 @@ class Viewer:
         if pred_mode == "errors" and volumes.labels is None:
             msg = f"{volumes.case_id}: the error view needs the ground truth, and the case has no segmentation"
             raise DataError(msg)
-        images = []
-        infos: list[tuple[str, Literal["ground truth", "image", "prediction", "errors"]]] = []
-        rows: list[list[tuple[str, object, object, str]]] = [[]]
         gt = volumes.labels if request.overlay else None
+        # one row of panels per kind: (modality, labels drawn, reference for the error view, kind)
+        rows: list[list[tuple[str, np.ndarray | None, np.ndarray | None, PanelKind]]] = [[]]
         for m in modalities:
             if pred_mode == "errors":
                 rows[0].append((m, volumes.prediction, volumes.labels, "errors"))
@@ -272,6 +274,8 @@ class Viewer:
                 rows[0].append((m, gt, None, "ground truth" if gt is not None else "image"))
         if pred_mode == "beside":
             rows.append([(m, volumes.prediction, None, "prediction") for m in modalities])
+        images = []
+        infos: list[tuple[str, PanelKind]] = []
         for row in rows:
             for m, labels, reference, kind in row:
                 images.append(
@@ -280,14 +284,14 @@ class Viewer:
                         request.axis,
                         index,
                         limits=volumes.limits[m],
-                        labels_ras=labels,  # type: ignore[arg-type]
-                        reference_ras=reference,  # type: ignore[arg-type]
+                        labels_ras=labels,
+                        reference_ras=reference,
                         alpha=alpha,
                         style=request.style,
                         spacing_ras=volumes.spacing_ras,
                     )
                 )
-                infos.append((m, kind))  # type: ignore[arg-type]
+                infos.append((m, kind))
         canvas, boxes = tile(images, columns=len(modalities), gap=4)
         panels = tuple(PanelInfo(box, m, kind) for box, (m, kind) in zip(boxes, infos, strict=True))
         file_index = volumes.orientation.file_index(request.axis, index)
