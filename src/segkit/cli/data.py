@@ -19,7 +19,7 @@ from segkit.cli._common import (
     resolve,
     stdout,
 )
-from segkit.config.models import CheckConfig, PrepareConfig, SegkitConfig, SplitsConfig, StatsConfig, SynthConfig
+from segkit.config.models import CheckConfig, PrepareConfig, SegkitConfig, SplitsConfig, SynthConfig
 from segkit.config.models import field_description as _d
 
 app = typer.Typer(
@@ -245,6 +245,10 @@ def splits(
         table.add_row(str(i), str(len(split["train"])), str(len(split["val"])))
     console.print(table)
     console.print(f"{result.status}: {relpath(result.path)}")
+
+
+# `data stats` is kept in one block at the end of the module (its import included) for an easy merge.
+from segkit.config.models import StatsConfig  # noqa: E402
 
 
 @app.command()

@@ -254,14 +254,15 @@ def stats_cmd(
 @app.command("arch")
 def arch_cmd(
     plans: Annotated[
-        str | None, typer.Argument(help=_d(VizArchConfig, "plans"), metavar="[PLANS]", show_default=False)
+        str | None, typer.Argument(help=_d(VizArchConfig, "plans"), metavar="PLANS", show_default=False)
     ] = None,
     configuration: Annotated[
         str | None,
         typer.Option(
             "--configuration",
             "-C",
-            help=_d(VizArchConfig, "configuration") + " (the old script's --config; --config is the run config here).",
+            help="Configuration key in the plans, default 3d_fullres (the old script's --config; in segkit "
+            "--config is the run config).",
         ),
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help=_d(VizArchConfig, "output"))] = None,
