@@ -26,6 +26,12 @@ def _loaded_after(code: str) -> list[str]:
         "segkit.backends.registry",
         "segkit.backends.nnunet",
         "segkit.data.check",
+        # viz: rendering, plans reading and statistics are numpy/JSON only; dash and matplotlib load on use
+        "segkit.cli.viz",
+        "segkit.viz.render",
+        "segkit.viz.arch",
+        "segkit.viz.viewer",
+        "segkit.data.stats",
     ],
 )
 def test_module_import_stays_light(module: str) -> None:
@@ -42,6 +48,11 @@ def test_module_import_stays_light(module: str) -> None:
         ["backends"],
         ["config", "show"],
         ["config", "schema"],
+        ["viz", "--help"],
+        ["viz", "static", "--help"],
+        ["viz", "app", "--help"],
+        ["viz", "arch", "--help"],
+        ["data", "stats", "--help"],
     ],
     ids=" ".join,
 )

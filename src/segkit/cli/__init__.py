@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 import segkit
-from segkit.cli import config_cmd, data, infer, train
+from segkit.cli import config_cmd, data, infer, train, viz
 from segkit.cli._common import expand_multi_value, stderr, stdout
 from segkit.errors import SegkitError
 
@@ -32,6 +32,7 @@ app.add_typer(data.app, name="data")
 app.command("train")(train.train)
 app.command("infer")(infer.infer)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(viz.app, name="viz")
 
 
 def _version(value: bool) -> None:

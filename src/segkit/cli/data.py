@@ -317,3 +317,90 @@ def plan(
     console.print(f"  configurations in the plans: {', '.join(result.details.get('available', []))}")
     console.print(f"  preprocessed: {', '.join(result.configurations) or 'none'}")
     console.print(f"  nnU-Net log: {relpath(result.log_file) if result.log_file else '-'}")
+
+
+# `data stats` is kept in one block at the end of the module (its import included) for an easy merge.
+from segkit.config.models import StatsConfig  # noqa: E402
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    roots: Annotated[
+        list[Path] | None,
+        typer.Argument(help=_d(StatsConfig, "roots"), show_default=False, metavar="[ROOT]..."),
+    ] = None,
+    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help=_d(StatsConfig, "cache"))] = None,
+    recompute: Annotated[bool | None, typer.Option("--recompute", help=_d(StatsConfig, "recompute"))] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help=_d(StatsConfig, "cache_dir"))] = None,
+    bins: Annotated[int | None, typer.Option("--bins", help=_d(StatsConfig, "bins"))] = None,
+    workers: WorkersOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cohort statistics: shapes, spacings, intensity percentiles, label volumes, files missing.
+
+    The same numbers as the Dataset tab of `segkit viz stats`, cached under outputs/statistics_cache/.
+    Example: segkit data stats training_data validation_data --json
+    """
+    from segkit import api
+
+    cfg = resolve(
+        config,
+        sets,
+        stats__roots=roots or None,
+        stats__cache=cache,
+        stats__recompute=recompute,
+        stats__cache_dir=cache_dir,
+        stats__bins=bins,
+        stats__workers=workers,
+    )
+    with progress_sink(ctx) as sink:
+        result = api.data_stats(cfg, progress=sink)
+    if json_out:
+        print_json({**result.stats.to_dict(), "source": result.source, "cache_path": result.cache_path})
+        return
+    _render_stats(result)
+
+
+def _render_stats(result: object) -> None:
+    from segkit.data.stats import StatsResult, summarise
+
+    assert isinstance(result, StatsResult)
+    summary = summarise(result.stats.cases)
+    console = stdout()
+    where = f" ({relpath(result.cache_path)})" if result.cache_path else ""
+    console.print(
+        f"{summary['cases']} cases ({summary['labelled']} labelled) in "
+        f"{', '.join(relpath(r) for r in result.stats.roots)}; {result.source}{where}"
+    )
+    geometry = Table(title="geometry")
+    for column in ("shape", "cases", "spacing (mm)", "cases "):
+        geometry.add_column(column, justify="right" if column.startswith("cases") else "left")
+    shapes, spacings = list(summary["shapes"].items()), list(summary["spacings"].items())
+    for i in range(max(len(shapes), len(spacings))):
+        shape, n_shape = shapes[i] if i < len(shapes) else ("", "")
+        spacing, n_spacing = spacings[i] if i < len(spacings) else ("", "")
+        geometry.add_row(shape, str(n_shape), spacing, str(n_spacing))
+    console.print(geometry)
+    intensity = Table(title="intensity over non-zero voxels (median over cases)")
+    keys = ("p0.5", "p5", "p50", "p95", "p99.5", "mean")
+    for column in ("modality", *keys):
+        intensity.add_column(column, justify="left" if column == "modality" else "right")
+    for modality, values in summary["intensity"].items():
+        intensity.add_row(modality, *(f"{values[k]['median']:.4g}" for k in keys))
+    console.print(intensity)
+    volumes = Table(title=f"label volumes (ml) over {summary['labelled']} labelled cases")
+    for column in ("label", "present in", "min", "median", "mean", "max"):
+        volumes.add_column(column, justify="left" if column == "label" else "right")
+    for name, d in summary["label_volumes"].items():
+        cells = [f"{d[k]:.3g}" if k in d else "-" for k in ("min", "median", "mean", "max")]
+        volumes.add_row(name, str(d["present"]), *cells)
+    console.print(volumes)
+    for problem in summary["problems"]:
+        missing = ", ".join(problem["missing"])
+        line = f"[yellow]{problem['case']}[/]: missing {missing}" if missing else f"[yellow]{problem['case']}[/]"
+        console.print(line)
+        for error in problem["errors"]:
+            console.print(f"  [red]{error}[/]")

@@ -177,6 +177,150 @@ class InferConfig(Strict):
     )
 
 
+AxisName = Literal["sagittal", "coronal", "axial"]
+ModalityName = Literal["t1c", "t1n", "t2f", "t2w"]
+OverlayStyleName = Literal["fill", "contour", "both"]
+Percentiles = tuple[float, float]
+_PERCENTILES_HELP = "Intensity window: lower and upper percentile of each volume's non-zero voxels."
+_HOST_HELP = "Interface to bind; 127.0.0.1 keeps the app private to this machine."
+
+
+class StatsConfig(Strict):
+    """`segkit data stats` (and the numbers behind `segkit viz stats`): cohort statistics."""
+
+    roots: list[ConfigPath] | None = Field(
+        None,
+        description="Data roots (default: training_data, training_data_additional, validation_data, those that exist).",
+    )
+    cache_dir: ConfigPath = Field(
+        Path("outputs/statistics_cache"), description="Folder of cached statistics (keyed by roots and file mtimes)."
+    )
+    cache: bool = Field(True, description="Read and write the statistics cache.")
+    recompute: bool = Field(False, description="Ignore a cached result and compute again (the cache is updated).")
+    bins: int = Field(64, ge=4, le=1024, description="Histogram bins per modality and case.")
+    workers: Workers = 0
+
+
+class VizStaticConfig(Strict):
+    """`segkit viz static`: a PNG/SVG/PDF panel of one case."""
+
+    case_dir: ConfigPath | None = Field(None, description="Case folder to render (holds <case>-t1c.nii.gz, ...).")
+    layout: Literal["modalities", "orthogonal"] = Field(
+        "modalities",
+        description="modalities: every modality on one slice; orthogonal: sagittal, coronal and axial slices of "
+        "--modality.",
+    )
+    axis: AxisName = Field("axial", description="Slice plane of the modalities layout.")
+    fraction: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Slice position, 0-1 from the patient's right/posterior/inferior edge (default 0.5).",
+    )
+    index: int | None = Field(None, ge=0, description="Slice index in the file's voxel grid (instead of --fraction).")
+    modality: ModalityName = Field("t1c", description="Modality of the orthogonal layout.")
+    indices: tuple[int, int, int] | None = Field(
+        None, description="Orthogonal layout: sagittal, coronal and axial slice indices in the file's voxel grid."
+    )
+    overlay: bool = Field(True, description="Draw the segmentation over the images.")
+    style: OverlayStyleName = Field("fill", description="Overlay style: translucent fill, contour, or both.")
+    alpha: float = Field(0.4, ge=0.0, le=1.0, description="Overlay opacity.")
+    pred: ConfigPath | None = Field(
+        None, description="A predicted label map of the case: adds prediction and error (TP/FP/FN) rows."
+    )
+    output: ConfigPath | None = Field(
+        None, description="Figure file; .png, .svg or .pdf (default: outputs/figures/<case>_<layout>.png)."
+    )
+    show: bool = Field(False, description="Also open the figure in a window (needs a display).")
+    percentiles: Percentiles = Field((0.5, 99.5), description=_PERCENTILES_HELP)
+    dpi: int = Field(150, ge=30, le=1200, description="Resolution of raster output.")
+    overwrite: bool = Field(False, description="Replace an existing output file.")
+
+
+class VizGifConfig(Strict):
+    """`segkit viz gif`: animated slice sweeps."""
+
+    root: ConfigPath | None = Field(
+        None, description="Data root (default: the first of training_data, training_data_additional, validation_data)."
+    )
+    case: str | None = Field(None, description="One case id under the root (default: every case).")
+    max_cases: int | None = Field(None, ge=1, description="At most this many cases (in id order).")
+    axis: AxisName = Field("axial", description="Sweep direction.")
+    modality: ModalityName = Field("t1c", description="Modality to animate.")
+    step: int = Field(1, ge=1, description="Use every n-th slice.")
+    overlay: bool = Field(False, description="Draw the segmentation over the frames.")
+    style: OverlayStyleName = Field("fill", description="Overlay style: translucent fill, contour, or both.")
+    alpha: float = Field(0.4, ge=0.0, le=1.0, description="Overlay opacity.")
+    frame_ms: int = Field(80, ge=10, le=10_000, description="Display time per frame in milliseconds.")
+    output_dir: ConfigPath = Field(
+        Path("outputs/gifs"), description="Output folder; files are <case>_<modality>_<axis>.gif."
+    )
+    percentiles: Percentiles = Field((0.5, 99.5), description=_PERCENTILES_HELP)
+    overwrite: bool = Field(False, description="Replace existing GIFs.")
+    workers: Workers = 0
+
+
+class VizAppConfig(Strict):
+    """`segkit viz app`: the interactive slice viewer."""
+
+    data_roots: list[ConfigPath] | None = Field(
+        None,
+        description="Data roots (default: training_data, training_data_additional, validation_data, those that exist).",
+    )
+    pred_dir: ConfigPath | None = Field(
+        None, description="Folder of predictions <case>.nii.gz to show beside or over the ground truth."
+    )
+    host: str = Field("127.0.0.1", description=_HOST_HELP)
+    port: int = Field(8050, ge=1, le=65535, description="Port to listen on.")
+    debug: bool = Field(False, description="Dash debug mode with hot reload (development only).")
+    open_browser: bool = Field(False, description="Open the app in the default browser once it runs.")
+    cache_cases: int = Field(4, ge=1, le=64, description="Cases kept loaded in memory (least recently used dropped).")
+    percentiles: Percentiles = Field((0.5, 99.5), description=_PERCENTILES_HELP)
+
+
+class VizStatsConfig(Strict):
+    """`segkit viz stats`: the statistics inspector (cohort numbers come from the `stats` section)."""
+
+    host: str = Field("127.0.0.1", description=_HOST_HELP)
+    port: int = Field(8050, ge=1, le=65535, description="Port to listen on.")
+    debug: bool = Field(False, description="Dash debug mode with hot reload (development only).")
+    open_browser: bool = Field(False, description="Open the app in the default browser once it runs.")
+
+
+class VizArchConfig(Strict):
+    """`segkit viz arch`: network figures and a table from nnU-Net plans."""
+
+    plans: str | None = Field(
+        None,
+        description="A plans .json file, a folder holding one, a dataset id (501) or name (Dataset501_X) "
+        "searched under nnunet.results and nnunet.preprocessed (default: the run config's dataset).",
+    )
+    configuration: str = Field("3d_fullres", description="Configuration key in the plans.")
+    output: ConfigPath | None = Field(
+        None,
+        description="Overview figure (default: outputs/figures/architecture/<plans>_<configuration>_overview.png).",
+    )
+    detailed_output: ConfigPath | None = Field(
+        None, description="Detailed block diagram (default: <output>_detailed.png)."
+    )
+    vector_output: ConfigPath | None = Field(None, description="Also write the overview as vector (.svg or .pdf).")
+    detailed_vector_output: ConfigPath | None = Field(
+        None, description="Also write the detailed diagram as vector (.svg or .pdf)."
+    )
+    dpi: int = Field(150, ge=30, le=1200, description="Resolution of raster output.")
+    overwrite: bool = Field(False, description="Replace existing figure files.")
+
+
+class VizConfig(Strict):
+    """`segkit viz`: one section per command."""
+
+    static: VizStaticConfig = Field(default_factory=VizStaticConfig, description="`segkit viz static`.")
+    gif: VizGifConfig = Field(default_factory=VizGifConfig, description="`segkit viz gif`.")
+    app: VizAppConfig = Field(default_factory=VizAppConfig, description="`segkit viz app`.")
+    stats: VizStatsConfig = Field(default_factory=VizStatsConfig, description="`segkit viz stats`.")
+    arch: VizArchConfig = Field(default_factory=VizArchConfig, description="`segkit viz arch`.")
+
+
 class SegkitConfig(Strict):
     """A segkit run config: shared settings plus one section per command."""
 
@@ -194,6 +338,8 @@ class SegkitConfig(Strict):
         default_factory=dict,
         description="Options per backend (backends.<name>.<option>), validated by that backend's Options model.",
     )
+    stats: StatsConfig = Field(default_factory=StatsConfig, description="`segkit data stats` and `segkit viz stats`.")
+    viz: VizConfig = Field(default_factory=VizConfig, description="`segkit viz` commands.")
 
 
 def field_description(model: type[BaseModel], name: str) -> str:
