@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
-from scipy import ndimage
 
 from segkit.metrics import lesions as _lesions
 from segkit.metrics.morphology import Box, bounding_box, dilate, grow, relative, union
@@ -177,7 +176,7 @@ def _region_mask(labels: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
 
 def lesion_maps(
     labels: np.ndarray, protocol: Protocol, *, prediction: bool, regions: Sequence[str] | None = None
-) -> dict[str, np.ndarray]:
+) -> dict[str, _lesions.LesionMap]:
     """Final lesion map of each region (steps 3 and 4 of the protocol).
 
     Args:
@@ -187,57 +186,52 @@ def lesion_maps(
         regions: Regions wanted (default: all); tissues they are merged by are computed as needed.
 
     Returns:
-        Region -> (X, Y, Z) int32 lesion map.
+        Region -> lesion map.
     """
     wanted = list(regions or protocol.region_names)
     needed = set(wanted)
     for name in wanted:
         needed.update(protocol.region(name).merge_by)
-    original: dict[str, np.ndarray] = {}
+    original: dict[str, _lesions.LesionMap] = {}
     for rule in protocol.regions:
-        if rule.name not in needed:
-            continue
-        lesions = _lesions.merge_by_dilation(_region_mask(labels, rule.labels), rule.dilation)
-        if prediction:
-            lesions = _lesions.remove_small(lesions, rule.threshold)
-        original[rule.name] = lesions
+        if rule.name in needed:
+            original[rule.name] = _lesions.merge_by_dilation(
+                _region_mask(labels, rule.labels), rule.dilation, min_size=rule.threshold if prediction else None
+            )
     merging = [protocol.region(name) for name in wanted if protocol.region(name).merge_by]
     partners = sorted({p for rule in merging for p in rule.merge_by} | {rule.name for rule in merging})
     pairs = _lesions.touching_pairs([original[p] for p in partners]) if merging else {}
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, _lesions.LesionMap] = {}
     for name in wanted:
         rule = protocol.region(name)
         lesions = original[name]
         if rule.merge_by:
             i = partners.index(name)
             steps = [pairs[(i, partners.index(other))] for other in rule.merge_by]
-            present = np.flatnonzero(np.bincount(lesions.ravel()))[1:] if lesions.any() else []
-            mapping = _lesions.regroup_by_touching((int(v) for v in present), steps)
+            mapping = _lesions.regroup_by_touching(lesions.numbers, steps)
             lesions = _lesions.relabel(lesions, mapping)
         out[name] = lesions
     return out
 
 
-def _objects(lesions: np.ndarray) -> tuple[list[Box | None], np.ndarray]:
-    """Bounding box and voxel count of each lesion number (index 0 unused)."""
-    counts = np.bincount(lesions.ravel())
-    boxes: list[Box | None] = [None]
-    for found in ndimage.find_objects(lesions):
-        boxes.append(None if found is None else (found[0], found[1], found[2]))
-    return boxes, counts
-
-
-def _gandlf_sensitivity_specificity(gt: np.ndarray, pred: np.ndarray, n_voxels: int) -> tuple[float, float]:
+def _gandlf_sensitivity_specificity(
+    gt: _lesions.LesionMap, pred: _lesions.LesionMap, n_voxels: int
+) -> tuple[float, float]:
     """Sensitivity and specificity as the reference computes them on lesion label maps.
 
     ``TP`` counts voxels where both maps equal 1; ``FP``/``FN`` subtract it from the *sums of the label
     values*; ``TN`` counts voxels where neither map is 1 (over the whole volume of `n_voxels`).
     """
-    sum_pred = int(pred.sum(dtype=np.int64))
-    sum_gt = int(gt.sum(dtype=np.int64))
-    pred_one, gt_one = pred == 1, gt == 1
-    tp = int(np.count_nonzero(pred_one & gt_one))
-    tn = n_voxels - int(np.count_nonzero(pred_one | gt_one))
+    sum_pred = sum(number * count for number, count in pred.counts.items())
+    sum_gt = sum(number * count for number, count in gt.counts.items())
+    box = union(gt.boxes.get(1), pred.boxes.get(1))
+    if box is None:
+        tp = either = 0
+    else:
+        pred_one, gt_one = pred.labels[box] == 1, gt.labels[box] == 1
+        tp = int(np.count_nonzero(pred_one & gt_one))
+        either = int(np.count_nonzero(pred_one | gt_one))
+    tn = n_voxels - either
     fp = float(sum_pred) - tp
     fn = float(sum_gt) - tp
     tiny = sys.float_info.min
@@ -249,8 +243,8 @@ def _gandlf_sensitivity_specificity(gt: np.ndarray, pred: np.ndarray, n_voxels: 
 
 
 def score_region(
-    gt_lesions: np.ndarray,
-    pred_lesions: np.ndarray,
+    gt_map: _lesions.LesionMap,
+    pred_map: _lesions.LesionMap,
     rule: RegionRule,
     spacing: Spacing3,
     *,
@@ -260,8 +254,8 @@ def score_region(
     """Official outputs of one region (steps 5 to 8 of the protocol).
 
     Args:
-        gt_lesions: (X, Y, Z) final GT lesion map (numbers 1..K).
-        pred_lesions: (X, Y, Z) final prediction lesion map.
+        gt_map: Final GT lesion map (numbers 1..K).
+        pred_map: Final prediction lesion map.
         rule: The region's rule.
         spacing: The prediction's voxel size in mm.
         penalty: HD95 given to misses, false positives and one-sided empty legacy HD95 (mm).
@@ -270,15 +264,12 @@ def score_region(
     Returns:
         The ten official values and the per-lesion rows.
     """
+    gt_lesions, pred_lesions = gt_map.labels, pred_map.labels
     shape = gt_lesions.shape
-    gt_boxes, gt_counts = _objects(gt_lesions)
-    pred_boxes, pred_counts = _objects(pred_lesions)
     rows: list[LesionRow] = []
     matched: set[int] = set()
-    for number in range(1, len(gt_boxes)):
-        box = gt_boxes[number]
-        if box is None:  # cannot happen for maps built by `lesion_maps`; keep the reference's 1..max loop
-            continue
+    for number in gt_map.numbers:
+        box = gt_map.boxes[number]
         reach = grow(box, rule.dilation, shape)
         lesion_in_reach = gt_lesions[reach] == number
         zone = dilate(lesion_in_reach, rule.dilation)
@@ -286,16 +277,16 @@ def score_region(
         hits = np.unique(hits[hits != 0])
         matches = tuple(int(v) for v in hits)
         matched.update(matches)
-        size = int(gt_counts[number])
+        size = gt_map.counts[number]
         if matches:
             inner = relative(box, reach)
             lesion = lesion_in_reach[inner]
             overlap = int(np.count_nonzero(np.isin(pred_lesions[box][lesion], hits)))
-            union_size = int(sum(int(pred_counts[m]) for m in matches))
+            union_size = sum(pred_map.counts[m] for m in matches)
             dice = 2.0 * overlap / (size + union_size)
             around: Box | None = box
             for m in matches:
-                around = union(around, pred_boxes[m])
+                around = union(around, pred_map.boxes[m])
             assert around is not None
             hd = hausdorff95(gt_lesions[around] == number, np.isin(pred_lesions[around], hits), spacing)
         else:
@@ -312,8 +303,7 @@ def score_region(
                 counted=volume > rule.threshold,
             )
         )
-    present_pred = [int(v) for v in np.flatnonzero(pred_counts)[1:]] if len(pred_counts) > 1 else []
-    n_fp = sum(1 for v in present_pred if v not in matched)
+    n_fp = sum(1 for v in pred_map.numbers if v not in matched)
     kept = [row for row in rows if row.counted]
     denominator = len(kept) + n_fp
     if denominator:
@@ -322,17 +312,17 @@ def score_region(
     else:
         lesion_dice, lesion_hd = 1.0, 0.0
 
-    gt_any, pred_any = gt_lesions != 0, pred_lesions != 0
-    n_gt, n_pred = int(np.count_nonzero(gt_any)), int(np.count_nonzero(pred_any))
+    n_gt, n_pred = sum(gt_map.counts.values()), sum(pred_map.counts.values())
     if n_gt == 0 and n_pred == 0:
         legacy_dice, legacy_hd = 1.0, 0.0
     else:
-        legacy_dice = 2.0 * int(np.count_nonzero(gt_any & pred_any)) / (n_gt + n_pred)
+        both = int(np.count_nonzero((gt_lesions != 0) & (pred_lesions != 0))) if n_gt and n_pred else 0
+        legacy_dice = 2.0 * both / (n_gt + n_pred)
         # On the label maps, not on binary masks: the reference's quirk (see segkit.metrics.surface).
         legacy_hd = hausdorff95(gt_lesions, pred_lesions, spacing)
         if math.isinf(legacy_hd):
             legacy_hd = penalty
-    sensitivity, specificity = _gandlf_sensitivity_specificity(gt_lesions, pred_lesions, n_voxels)
+    sensitivity, specificity = _gandlf_sensitivity_specificity(gt_map, pred_map, n_voxels)
     values = {
         "Num_TP": sum(1 for r in kept if r.predicted_lesions),
         "Num_FP": n_fp,
@@ -380,7 +370,7 @@ def score_case(
     results: dict[str, dict[str, float]] = {}
     rows: list[LesionRow] = []
     if box is None:
-        crop_gt = crop_pred = np.zeros((1, 1, 1), dtype=np.int32)
+        crop_gt = crop_pred = np.zeros((1, 1, 1), dtype=np.uint8)
     else:
         # Every dilation reaches at most max(d) voxels; one more keeps the touching test inside too.
         margin = max(rule.dilation for rule in protocol.regions) + 1

@@ -22,13 +22,20 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from segkit.metrics._surfel_table import NORMALS_X8
-from segkit.metrics.morphology import bounding_box
+from segkit.metrics.morphology import Box, bounding_box
 
 Spacing3 = tuple[float, float, float]
+
+_DENSE_VOXELS = 200_000
+"""Crops larger than this, and mostly empty, are split into clusters of objects (see `_surfel_points`)."""
 
 
 @dataclass(frozen=True)
@@ -95,29 +102,82 @@ def neighbour_codes(volume: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _surfels(volume: np.ndarray, spacing: Spacing3) -> tuple[np.ndarray, np.ndarray]:
-    """Border mask of the corner grid and the surfel area at each corner."""
-    codes = neighbour_codes(volume)
-    border = (codes != 0) & (codes != 255)
-    areas = surfel_area_table(spacing)[codes[border]]
-    return border, areas
+def _cluster_boxes(occupied: np.ndarray) -> list[tuple[Box, np.ndarray | None]]:
+    """Split a sparse crop into boxes whose surfels can be computed independently.
 
-
-def _distances_to(target: np.ndarray, points: tuple[np.ndarray, ...], spacing: Spacing3) -> np.ndarray:
-    """Euclidean distance (mm) from each point to the nearest True corner of `target`.
-
-    Uses the feature transform of `scipy.ndimage.distance_transform_edt` and the same arithmetic it uses
-    for its distance map, evaluated only at `points`.
+    Objects (26-connected components of `occupied`) whose bounding boxes, grown by one voxel, overlap are
+    put in one cluster; no voxel corner sees voxels of two clusters, so each cluster's surfels depend on
+    its own voxels only. Returns (box, member mask within the box or None for "everything").
     """
-    n = len(points[0])
-    if n == 0:
+    components = cc3d.connected_components(occupied, connectivity=26)
+    found = list(ndimage.find_objects(components))
+    if len(found) <= 1:
+        return [((slice(0, occupied.shape[0]), slice(0, occupied.shape[1]), slice(0, occupied.shape[2])), None)]
+    lo = np.array([[s.start - 1 for s in f] for f in found])
+    hi = np.array([[s.stop + 1 for s in f] for f in found])
+    overlap = np.all((lo[:, None, :] < hi[None, :, :]) & (lo[None, :, :] < hi[:, None, :]), axis=2)
+    n_groups, group = connected_components(csr_matrix(overlap), directed=False)
+    out: list[tuple[Box, np.ndarray | None]] = []
+    for g in range(n_groups):
+        members = np.flatnonzero(group == g)
+        box_lo = np.maximum(lo[members].min(axis=0) + 1, 0)
+        box_hi = np.minimum(hi[members].max(axis=0) - 1, occupied.shape)
+        box: Box = (slice(box_lo[0], box_hi[0]), slice(box_lo[1], box_hi[1]), slice(box_lo[2], box_hi[2]))
+        out.append((box, np.isin(components[box], members + 1)))
+    return out
+
+
+def _surfel_points(gt: np.ndarray, pred: np.ndarray, spacing: Spacing3) -> tuple[np.ndarray, ...]:
+    """Corner coordinates (n, 3) and areas (n,) of the surfels of `gt` and of `pred` (same-shaped crops).
+
+    Corner ``c`` lies between voxels ``c - 1`` and ``c`` of the crop. Large sparse crops are processed one
+    cluster of objects at a time, so the cost follows the objects, not the crop.
+    """
+    occupied = (gt != 0) | (pred != 0)
+    if occupied.size > _DENSE_VOXELS and np.count_nonzero(occupied) * 8 < occupied.size:
+        parts = _cluster_boxes(occupied)
+    else:
+        whole: Box = (slice(0, gt.shape[0]), slice(0, gt.shape[1]), slice(0, gt.shape[2]))
+        parts = [(whole, None)]
+    table = surfel_area_table(spacing)
+    points: list[list[np.ndarray]] = [[], []]
+    areas: list[list[np.ndarray]] = [[], []]
+    for box, members in parts:
+        offset = np.array([s.start for s in box])
+        for side, volume in enumerate((gt, pred)):
+            local = volume[box]
+            if members is not None:
+                local = np.where(members, local, 0)
+            codes = neighbour_codes(local)
+            border = (codes != 0) & (codes != 255)
+            flat = np.flatnonzero(border)
+            points[side].append(np.stack(np.unravel_index(flat, codes.shape), axis=1) + offset)
+            areas[side].append(table[codes.ravel()[flat]])
+    return (
+        np.concatenate(points[0]),
+        np.concatenate(areas[0]),
+        np.concatenate(points[1]),
+        np.concatenate(areas[1]),
+    )
+
+
+def _nearest_distances(source: np.ndarray, target: np.ndarray, spacing: Spacing3) -> np.ndarray:
+    """Euclidean distance (mm) from each source corner to the nearest target corner.
+
+    The nearest corner is found with a k-d tree; the distance is then evaluated from the integer index
+    difference with the arithmetic of `scipy.ndimage.distance_transform_edt` (scale each axis, square,
+    sum in axis order, square root), so the values equal those of the reference's distance map.
+    """
+    if len(source) == 0:
         return np.zeros(0)
-    if not target.any():
-        return np.full(n, np.inf)
-    features = ndimage.distance_transform_edt(~target, sampling=spacing, return_distances=False, return_indices=True)
+    if len(target) == 0:
+        return np.full(len(source), np.inf)
+    scale = np.asarray(spacing, dtype=np.float64)
+    tree = cKDTree(target * scale, balanced_tree=False, compact_nodes=False)
+    _, nearest = tree.query(source * scale, k=1)
     squared = None
     for axis in range(3):
-        delta = (features[axis][points] - points[axis]).astype(np.float64)
+        delta = (target[nearest, axis] - source[:, axis]).astype(np.float64)
         delta *= spacing[axis]
         delta *= delta
         squared = delta if squared is None else squared + delta
@@ -151,13 +211,9 @@ def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: Spacing3) -> Su
     empty = np.zeros(0)
     if box is None:
         return SurfaceDistances(empty, empty, empty, empty)
-    gt_crop, pred_crop = gt[box], pred[box]
-    border_gt, areas_gt = _surfels(gt_crop, spacing)
-    border_pred, areas_pred = _surfels(pred_crop, spacing)
-    points_gt = np.nonzero(border_gt)
-    points_pred = np.nonzero(border_pred)
-    d_gt = _distances_to(border_pred, points_gt, spacing)
-    d_pred = _distances_to(border_gt, points_pred, spacing)
+    points_gt, areas_gt, points_pred, areas_pred = _surfel_points(gt[box], pred[box], spacing)
+    d_gt = _nearest_distances(points_gt, points_pred, spacing)
+    d_pred = _nearest_distances(points_pred, points_gt, spacing)
     d_gt, areas_gt = _sorted_by_distance(d_gt, areas_gt)
     d_pred, areas_pred = _sorted_by_distance(d_pred, areas_pred)
     return SurfaceDistances(d_gt, areas_gt, d_pred, areas_pred)
