@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from segkit.data.nnunet_dataset import PrepareResult
     from segkit.data.splits import SplitsResult
     from segkit.data.synth import SynthResult
+    from segkit.evaluation.reports import EvalResult
     from segkit.progress import ProgressSink
 
 
@@ -108,3 +109,49 @@ def splits(config: SegkitConfig) -> SplitsResult:
     cfg = config.splits
     dest = cfg.output or config.nnunet.dataset_dir("preprocessed", config.dataset) / "splits_final.json"
     return write_splits(ids, dest, n_folds=cfg.folds, seed=cfg.seed, overwrite=cfg.overwrite)
+
+
+def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> EvalResult:
+    """Score a prediction folder against a reference and write the reports (`segkit eval`).
+
+    Reads ``config.eval``: ``gt`` and ``pred`` are required; the reports go to ``output_dir`` (or the
+    explicit ``*_output`` paths). Usable from other commands (``segkit infer --run-evaluation``) by
+    building the config with ``eval.gt``, ``eval.pred`` and ``eval.output_dir`` set.
+
+    Raises:
+        ConfigError: Missing folders in the config, invalid settings.
+        DataError: Unusable inputs (with ``eval.strict``, any unusable case).
+        OutputError: The output folder cannot be written.
+    """
+    from segkit.evaluation.reports import EvalResult, ReportPaths, summary, write_reports
+    from segkit.evaluation.run import EvalSettings, evaluate_folders
+    from segkit.io import ensure_writable_dir
+
+    cfg = config.eval
+    if cfg.gt is None or cfg.pred is None:
+        missing = "reference folder" if cfg.gt is None else "prediction folder"
+        msg = f"no {missing} given"
+        raise ConfigError(msg, hint="segkit eval GT PRED, or set eval.gt and eval.pred in the run config")
+    settings = EvalSettings(
+        protocol=cfg.protocol,
+        labels=tuple(dict.fromkeys(cfg.labels)),
+        omit_aggregates=cfg.omit_aggregates,
+        penalty=None if cfg.hd95_penalty == "auto" else float(cfg.hd95_penalty),
+        affine_tolerance=cfg.affine_tolerance,
+        workers=cfg.workers,
+        strict=cfg.strict,
+        nnunet_cmd=None if cfg.skip_nnunet else cfg.nnunet_cmd,
+    )
+    paths = ReportPaths.in_folder(
+        cfg.output_dir,
+        lesion=cfg.lesion_output,
+        nnunet=cfg.nnunet_output,
+        combined=cfg.combined_output,
+        figure=cfg.figure,
+    )
+    # Fail before the (long) scoring when a report cannot be written.
+    for folder in {paths.lesion.parent, paths.nnunet.parent, paths.combined.parent, paths.csv.parent}:
+        ensure_writable_dir(folder)
+    evaluation = evaluate_folders(cfg.gt, cfg.pred, settings, progress=progress)
+    write_reports(evaluation, paths, version=__version__, pretty=cfg.pretty)
+    return EvalResult(evaluation, paths, summary(evaluation, paths))

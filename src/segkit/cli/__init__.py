@@ -16,6 +16,7 @@ import typer
 
 import segkit
 from segkit.cli import config_cmd, data
+from segkit.cli import eval as eval_
 from segkit.cli._common import expand_multi_value, stderr, stdout
 from segkit.errors import SegkitError
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(config_cmd.app, name="config")
+app.command("eval")(eval_.eval_cmd)
 
 
 def _version(value: bool) -> None:

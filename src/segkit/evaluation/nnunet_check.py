@@ -91,6 +91,10 @@ class NnunetCheck:
         }
 
 
+def _lower_priority() -> None:
+    os.nice(10)
+
+
 def find_command(name: str) -> str | None:
     """Path of an executable: `name` itself if it is a path, else next to this Python, else on PATH."""
     if os.sep in name or (os.altsep and os.altsep in name):
@@ -183,7 +187,13 @@ class RunningCheck:
             env.setdefault(var, str(self._folder))
         try:
             self._process = subprocess.Popen(
-                self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+                self.command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                # Low priority: it runs beside segkit's own scoring and must not slow it down.
+                preexec_fn=_lower_priority if hasattr(os, "nice") else None,
             )
         except OSError as err:
             self._early = NnunetCheck("failed", f"nnU-Net evaluator could not start: {err}", self.command)
