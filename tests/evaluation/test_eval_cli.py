@@ -51,9 +51,11 @@ def test_writes_every_report(run_cli, label_pairs, tmp_path) -> None:
     assert set(manifest["timing"]["per_case"]) == set(lesion["cases"])
     assert manifest["segkit_version"]
     rows = list(csv.DictReader((out / "per_case.csv").open()))
-    assert len(rows) == 4 and rows[0]["status"] == "ok"
+    assert len(rows) == 4
+    assert rows[0]["status"] == "ok"
     assert (out / "lesion_metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "lesion-wise metrics" in result.out and "ET" in result.out
+    assert "lesion-wise metrics" in result.out
+    assert "ET" in result.out
 
 
 def test_report_numbers_equal_the_metric_functions(run_cli, label_pairs, tmp_path) -> None:
@@ -129,7 +131,8 @@ def test_missing_prediction_is_scored_as_empty_and_extra_is_listed(run_cli, labe
     out = tmp_path / "out"
     result = _eval(run_cli, gt, pred, out)
     assert result.code == 0
-    assert "without a prediction" in result.err and "stranger.nii.gz" in result.err
+    assert "without a prediction" in result.err
+    assert "stranger.nii.gz" in result.err
     lesion = json.loads((out / "lesion_metrics.json").read_text())
     case = missing.name[: -len(".nii.gz")]
     assert lesion["missing_predictions"] == [case]
@@ -209,7 +212,8 @@ def test_bad_prediction_is_reported_and_the_rest_scored(run_cli, label_pairs, tm
     strict = _eval(run_cli, gt, pred, tmp_path / "strict", "--strict")
     assert strict.code == 1
     lines = [line for line in strict.err.splitlines() if line.strip()]
-    assert lines[0].startswith(f"error: {case}:") and reason in lines[0]
+    assert lines[0].startswith(f"error: {case}:")
+    assert reason in lines[0]
     assert not (tmp_path / "strict" / "full_metrics.json").exists()
 
 
@@ -220,9 +224,8 @@ def test_bad_reference_file_is_reported(run_cli, label_pairs, tmp_path) -> None:
     out = tmp_path / "out"
     assert _eval(run_cli, gt, pred, out).code == 0
     failed = json.loads((out / "lesion_metrics.json").read_text())["failed"]
-    assert list(failed) == [bad.name[: -len(".nii.gz")]] and failed[bad.name[: -len(".nii.gz")]].startswith(
-        "reference "
-    )
+    assert list(failed) == [bad.name[: -len(".nii.gz")]]
+    assert failed[bad.name[: -len(".nii.gz")]].startswith("reference ")
 
 
 def test_duplicate_prediction_ids(run_cli, label_pairs, tmp_path) -> None:
@@ -237,7 +240,8 @@ def test_duplicate_prediction_ids(run_cli, label_pairs, tmp_path) -> None:
     assert "duplicate case id in the predictions" in lesion["failed"][case]
     assert lesion["cases"][case]["status"] == "error"
     strict = _eval(run_cli, gt, pred, tmp_path / "strict", "--strict")
-    assert strict.code == 1 and "duplicate case id" in strict.err
+    assert strict.code == 1
+    assert "duplicate case id" in strict.err
 
 
 def test_empty_reference_folder_is_one_line_error(run_cli, tmp_path) -> None:
@@ -245,7 +249,8 @@ def test_empty_reference_folder_is_one_line_error(run_cli, tmp_path) -> None:
     (tmp_path / "pred").mkdir()
     result = _eval(run_cli, tmp_path / "gt", tmp_path / "pred", tmp_path / "out")
     assert result.code == 1
-    assert result.err.splitlines()[0].startswith("error: ") and "no reference label files" in result.err
+    assert result.err.splitlines()[0].startswith("error: ")
+    assert "no reference label files" in result.err
     assert not (tmp_path / "out" / "full_metrics.json").exists()
 
 
@@ -265,11 +270,14 @@ def test_empty_prediction_folder(run_cli, label_pairs, tmp_path) -> None:
 def test_missing_arguments_and_bad_options_are_usage_errors(run_cli, label_pairs, tmp_path) -> None:
     gt, pred = label_pairs
     result = run_cli("eval")
-    assert result.code == 2 and "no reference folder given" in result.err
+    assert result.code == 2
+    assert "no reference folder given" in result.err
     bad_penalty = _eval(run_cli, gt, pred, tmp_path / "o", "--hd95-penalty", "far")
-    assert bad_penalty.code == 2 and "eval.hd95_penalty" in bad_penalty.err
+    assert bad_penalty.code == 2
+    assert "eval.hd95_penalty" in bad_penalty.err
     bad_label = _eval(run_cli, gt, pred, tmp_path / "o", "--labels", "5")
-    assert bad_label.code == 2 and "eval.labels" in bad_label.err
+    assert bad_label.code == 2
+    assert "eval.labels" in bad_label.err
 
 
 def test_config_file_and_precedence(run_cli, label_pairs, tmp_path) -> None:
@@ -311,4 +319,5 @@ def test_parallel_workers_give_the_same_numbers(run_cli, label_pairs, tmp_path) 
     assert result.code == 0
     one = json.loads((tmp_path / "one" / "lesion_metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "lesion_metrics.json").read_text())
-    assert one["cases"] == two["cases"] and one["summary"] == two["summary"]
+    assert one["cases"] == two["cases"]
+    assert one["summary"] == two["summary"]

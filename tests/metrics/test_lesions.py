@@ -122,9 +122,12 @@ def test_score_case_on_empty_volumes() -> None:
     empty = np.zeros((12, 12, 12), dtype=np.uint8)
     result = score_case(empty, empty, (1.0, 1.0, 1.0), penalty=374.0)
     for values in result.regions.values():
-        assert values["LesionWise_Score_Dice"] == 1.0 and values["LesionWise_Score_HD95"] == 0.0
-        assert values["Legacy_Dice"] == 1.0 and values["Legacy_HD95"] == 0.0
-        assert values["Sensitivity"] == 1.0 and values["Specificity"] == 1.0
+        assert values["LesionWise_Score_Dice"] == 1.0
+        assert values["LesionWise_Score_HD95"] == 0.0
+        assert values["Legacy_Dice"] == 1.0
+        assert values["Legacy_HD95"] == 0.0
+        assert values["Sensitivity"] == 1.0
+        assert values["Specificity"] == 1.0
     assert result.lesions == []
 
 

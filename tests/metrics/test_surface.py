@@ -28,7 +28,8 @@ def _cube(shape=(32, 32, 32), lo=(8, 8, 8), size=10) -> np.ndarray:
 def test_identical_masks_have_zero_distance() -> None:
     mask = ball((40, 40, 40), (20, 20, 20), 9)
     sd = surface_distances(mask, mask, (1.0, 1.0, 1.0))
-    assert np.all(sd.distances_gt_to_pred == 0) and np.all(sd.distances_pred_to_gt == 0)
+    assert np.all(sd.distances_gt_to_pred == 0)
+    assert np.all(sd.distances_pred_to_gt == 0)
     assert hausdorff95(mask, mask, (1.0, 1.0, 1.0)) == 0.0
 
 
@@ -90,7 +91,8 @@ def test_empty_inputs() -> None:
     assert math.isinf(hausdorff95(empty, full, (1.0, 1.0, 1.0)))
     assert math.isinf(hausdorff95(full, empty, (1.0, 1.0, 1.0)))
     sd = surface_distances(empty, empty, (1.0, 1.0, 1.0))
-    assert sd.distances_gt_to_pred.size == 0 and math.isinf(robust_hausdorff(sd))
+    assert sd.distances_gt_to_pred.size == 0
+    assert math.isinf(robust_hausdorff(sd))
 
 
 def test_masks_touching_the_volume_border() -> None:
@@ -155,7 +157,8 @@ def test_sparse_and_dense_paths_agree() -> None:
 
 def test_surfel_table_areas() -> None:
     table = surfel_area_table((1.0, 1.0, 1.0))
-    assert table[0] == 0 and table[255] == 0
+    assert table[0] == 0
+    assert table[255] == 0
     assert table[1] == pytest.approx(math.sqrt(3) / 8)  # one corner: a triangle across three edge midpoints
     assert table[0b00001111] == pytest.approx(1.0)  # half the cube inside: one flat unit face
     scaled = surfel_area_table((2.0, 3.0, 5.0))
@@ -179,7 +182,7 @@ def test_surfel_table_matches_marching_cubes() -> None:
         verts, faces, _, _ = measure.marching_cubes(cube, 0.5, method="lorensen", allow_degenerate=True)
         verts = verts.astype(np.float64)
         got = [
-            tuple(int(round(v)) for v in np.abs(np.cross(verts[f[1]] - verts[f[0]], verts[f[2]] - verts[f[0]])) * 4)
+            tuple(round(v) for v in np.abs(np.cross(verts[f[1]] - verts[f[0]], verts[f[2]] - verts[f[0]])) * 4)
             for f in faces
         ]
         assert sorted(got) == sorted(expected), code

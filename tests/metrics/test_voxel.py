@@ -32,7 +32,8 @@ def test_counts_equal_direct_computation() -> None:
         want = _direct(gt, pred, item)
         for name, value in want.items():
             assert got[name] == value, (item, name)
-        assert got["n_pred"] == want["TP"] + want["FP"] and got["n_ref"] == want["TP"] + want["FN"]
+        assert got["n_pred"] == want["TP"] + want["FP"]
+        assert got["n_ref"] == want["TP"] + want["FN"]
         assert got["Dice"] == pytest.approx(2 * want["TP"] / (2 * want["TP"] + want["FP"] + want["FN"]))
         assert got["IoU"] == pytest.approx(want["TP"] / (want["TP"] + want["FP"] + want["FN"]))
     assert sum(confusion_matrix(gt, pred, 5).ravel()) == gt.size
@@ -43,7 +44,8 @@ def test_dice_is_nan_when_empty_in_both() -> None:
     gt[1, 1, 1] = 1
     result = voxel_metrics(gt, gt.copy(), (1, 4))
     assert result["1"]["Dice"] == 1.0
-    assert math.isnan(result["4"]["Dice"]) and math.isnan(result["4"]["IoU"])
+    assert math.isnan(result["4"]["Dice"])
+    assert math.isnan(result["4"]["IoU"])
     assert result["4"]["TN"] == 125
 
 

@@ -133,13 +133,12 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def _write_empty_like(reference: Path, dest: Path) -> None:
-    import nibabel as nib
     import numpy as np
 
-    img = nib.load(str(reference))
-    empty = nib.Nifti1Image(np.zeros(img.shape, dtype=np.uint8), img.affine, img.header)
-    empty.set_data_dtype(np.uint8)
-    nib.save(empty, str(dest))
+    from segkit.io import read_header, write_volume
+
+    header = read_header(reference)
+    write_volume(dest, np.zeros(header.shape[:3], dtype=np.uint8), header.affine)
 
 
 class RunningCheck:

@@ -113,8 +113,8 @@ def merge_by_dilation(mask: np.ndarray, steps: int, *, min_size: float | None = 
         return LesionMap.empty(shape)
     # Dilations of two components can only connect if their boxes grown by steps + 1 overlap.
     groups = [np.arange(len(found))] if len(found) > _MAX_CLUSTER_COMPONENTS else _clusters(found, steps + 1)
-    clusters = []  # (box, member mask, local components of the dilated members)
-    firsts = []  # (first voxel in global coordinates, cluster index, local component number)
+    clusters: list[tuple[Box, np.ndarray, np.ndarray]] = []  # box, member mask, dilated components
+    firsts: list[tuple[tuple[int, ...], int, int]] = []  # first voxel (global), cluster, local number
     for members in groups:
         box: Box | None = None
         for m in members:
@@ -172,32 +172,38 @@ def touching_pairs(maps: Sequence[LesionMap]) -> dict[tuple[int, int], set[tuple
     }
     if not maps:
         return out
-    shape = maps[0].labels.shape
+    box: Box | None = None
+    for lesion_map in maps:
+        for number in lesion_map.numbers:
+            box = union(box, lesion_map.boxes[number])
+    if box is None:
+        return out
+    # Pack every tissue into one array over the lesions' box with a one-voxel zero frame, so that the
+    # 18 neighbours of a voxel are fixed offsets in the flat array and never fall outside it.
+    origin = np.array([s.start - 1 for s in box])
+    shape = tuple(s.stop - s.start + 2 for s in box)
     packed = np.zeros(int(np.prod(shape)), dtype=np.int64)
     indices = []
     for index, lesion_map in enumerate(maps):
-        parts = [_voxels(lesion_map, number) for number in lesion_map.numbers]
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
-        if np.any(packed[flat] != 0):
-            msg = "touching_pairs needs lesion maps with disjoint supports"
-            raise ValueError(msg)
-        packed[flat] = (np.int64(index + 1) << _TISSUE_SHIFT) | lesion_map.labels.ravel()[flat].astype(np.int64)
-        indices.append(flat)
+        for number in lesion_map.numbers:
+            lesion_box = lesion_map.boxes[number]
+            local = np.nonzero(lesion_map.labels[lesion_box] == number)
+            coords = tuple(c + s.start - o for c, s, o in zip(local, lesion_box, origin, strict=True))
+            flat = np.ravel_multi_index(coords, shape)
+            if np.any(packed[flat] != 0):
+                msg = "touching_pairs needs lesion maps with disjoint supports"
+                raise ValueError(msg)
+            packed[flat] = (np.int64(index + 1) << _TISSUE_SHIFT) | number
+            indices.append(flat)
     where = np.concatenate(indices)
-    if where.size == 0:
-        return out
     codes = packed[where]
-    coords = np.stack(np.unravel_index(where, shape), axis=1)
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
     found: list[np.ndarray] = []
-    bounds = np.array(shape)
     for offset in _HALF_18:
-        neighbour = coords + np.array(offset)
-        inside = np.all((neighbour >= 0) & (neighbour < bounds), axis=1)
-        other = packed[np.ravel_multi_index(tuple(neighbour[inside].T), shape)]
-        mine = codes[inside]
-        hit = (other != 0) & ((other >> _TISSUE_SHIFT) != (mine >> _TISSUE_SHIFT))
+        other = packed[where + int(np.dot(offset, strides))]
+        hit = (other != 0) & ((other >> _TISSUE_SHIFT) != (codes >> _TISSUE_SHIFT))
         if hit.any():
-            found.append(np.stack([mine[hit], other[hit]], axis=1))
+            found.append(np.stack([codes[hit], other[hit]], axis=1))
     if not found:
         return out
     pairs = np.unique(np.concatenate(found), axis=0)

@@ -318,8 +318,13 @@ def score_region(
     else:
         both = int(np.count_nonzero((gt_lesions != 0) & (pred_lesions != 0))) if n_gt and n_pred else 0
         legacy_dice = 2.0 * both / (n_gt + n_pred)
-        # On the label maps, not on binary masks: the reference's quirk (see segkit.metrics.surface).
-        legacy_hd = hausdorff95(gt_lesions, pred_lesions, spacing)
+        if gt_map.numbers == [1] and pred_map.numbers == [1] and rows and rows[0].predicted_lesions == (1,):
+            # One lesion on each side, both numbered 1: the label maps are the binary masks of the lesion
+            # row just computed, so its HD95 is the legacy one (the most common case: one tumour).
+            legacy_hd = rows[0].hd95
+        else:
+            # On the label maps, not on binary masks: the reference's quirk (see segkit.metrics.surface).
+            legacy_hd = hausdorff95(gt_lesions, pred_lesions, spacing)
         if math.isinf(legacy_hd):
             legacy_hd = penalty
     sensitivity, specificity = _gandlf_sensitivity_specificity(gt_map, pred_map, n_voxels)

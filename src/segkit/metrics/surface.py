@@ -34,6 +34,11 @@ from segkit.metrics.morphology import Box, bounding_box
 
 Spacing3 = tuple[float, float, float]
 
+# Measured costs (2-core AMD EPYC) that pick the cheaper nearest-corner search; both give the same numbers.
+_EDT_SECONDS_PER_VOXEL = 85e-9
+_TREE_SECONDS_PER_TARGET = 0.1e-6
+_TREE_SECONDS_PER_QUERY = 1.5e-6
+
 _DENSE_VOXELS = 200_000
 """Crops larger than this, and mostly empty, are split into clusters of objects (see `_surfel_points`)."""
 
@@ -164,20 +169,35 @@ def _surfel_points(gt: np.ndarray, pred: np.ndarray, spacing: Spacing3) -> tuple
 def _nearest_distances(source: np.ndarray, target: np.ndarray, spacing: Spacing3) -> np.ndarray:
     """Euclidean distance (mm) from each source corner to the nearest target corner.
 
-    The nearest corner is found with a k-d tree; the distance is then evaluated from the integer index
-    difference with the arithmetic of `scipy.ndimage.distance_transform_edt` (scale each axis, square,
-    sum in axis order, square root), so the values equal those of the reference's distance map.
+    The nearest target corner comes from a Euclidean feature transform over the box of both point sets
+    or from a k-d tree, whichever the cost model says is cheaper; the distance is then
+    evaluated from the integer index difference with the arithmetic of
+    `scipy.ndimage.distance_transform_edt` (scale each axis, square, sum in axis order, square root), so
+    the values equal those of the reference's distance map either way.
     """
     if len(source) == 0:
         return np.zeros(0)
     if len(target) == 0:
         return np.full(len(source), np.inf)
-    scale = np.asarray(spacing, dtype=np.float64)
-    tree = cKDTree(target * scale, balanced_tree=False, compact_nodes=False)
-    _, nearest = tree.query(source * scale, k=1)
+    lo = np.minimum(source.min(axis=0), target.min(axis=0))
+    hi = np.maximum(source.max(axis=0), target.max(axis=0)) + 1
+    box_voxels = int(np.prod(hi - lo))
+    edt_cost = _EDT_SECONDS_PER_VOXEL * box_voxels
+    tree_cost = _TREE_SECONDS_PER_TARGET * len(target) + _TREE_SECONDS_PER_QUERY * len(source)
+    if edt_cost <= tree_cost:
+        grid = np.ones(tuple(hi - lo), dtype=bool)
+        grid[tuple((target - lo).T)] = False
+        features = ndimage.distance_transform_edt(grid, sampling=spacing, return_distances=False, return_indices=True)
+        local = tuple((source - lo).T)
+        nearest_points = np.stack([features[axis][local] for axis in range(3)], axis=1) + lo
+    else:
+        scale = np.asarray(spacing, dtype=np.float64)
+        tree = cKDTree(target * scale, balanced_tree=False, compact_nodes=False)
+        _, nearest = tree.query(source * scale, k=1)
+        nearest_points = target[nearest]
     squared = None
     for axis in range(3):
-        delta = (target[nearest, axis] - source[:, axis]).astype(np.float64)
+        delta = (nearest_points[:, axis] - source[:, axis]).astype(np.float64)
         delta *= spacing[axis]
         delta *= delta
         squared = delta if squared is None else squared + delta
