@@ -123,7 +123,7 @@ def _stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
         "median": statistics.median(ordered),
-        "p90": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
+        "p90": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
         "max": ordered[-1],
     }
 
@@ -181,7 +181,8 @@ def main() -> None:
             rows.append((f"generated {'x'.join(map(str, shape))}", len(pairs), _stats(times), measured, None))
 
     print(f"machine: {report['machine']}; one process, one case at a time, times include reading both files")
-    header = f"{'cohort':28s} {'cases':>5s} {'median s':>9s} {'p90 s':>7s} {'max s':>7s} {'RSS MB':>7s} {'numpy MB':>9s} {'official median s':>18s}"
+    header = f"{'cohort':28s} {'cases':>5s} {'median s':>9s} {'p90 s':>7s} {'max s':>7s} {'RSS MB':>7s} "
+    header += f"{'numpy MB':>9s} {'official median s':>18s}"
     print(header)
     for label, n, stats, measured, official_median in rows:
         official_text = f"{official_median:.1f}" if official_median is not None else "-"

@@ -321,3 +321,11 @@ def test_parallel_workers_give_the_same_numbers(run_cli, label_pairs, tmp_path) 
     two = json.loads((tmp_path / "two" / "lesion_metrics.json").read_text())
     assert one["cases"] == two["cases"]
     assert one["summary"] == two["summary"]
+
+
+def test_eval_is_a_top_level_command(run_cli) -> None:
+    assert "eval" in run_cli("--help").out
+    usage = run_cli("eval", "--help")
+    assert usage.code == 0
+    assert "GT" in usage.out
+    assert "--hd95-penalty" in usage.out

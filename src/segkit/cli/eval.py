@@ -29,8 +29,10 @@ _MAX_WARNINGS = 10
 
 def eval_cmd(
     ctx: typer.Context,
-    gt: Annotated[Path | None, typer.Argument(help=_d(EvalConfig, "gt"), show_default=False)] = None,
-    pred: Annotated[Path | None, typer.Argument(help=_d(EvalConfig, "pred"), show_default=False)] = None,
+    gt: Annotated[Path | None, typer.Argument(help=_d(EvalConfig, "gt"), show_default=False, metavar="GT")] = None,
+    pred: Annotated[
+        Path | None, typer.Argument(help=_d(EvalConfig, "pred"), show_default=False, metavar="PRED")
+    ] = None,
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help=_d(EvalConfig, "output_dir"), show_default=False)
     ] = None,
