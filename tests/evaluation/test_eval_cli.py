@@ -329,3 +329,33 @@ def test_eval_is_a_top_level_command(run_cli) -> None:
     assert usage.code == 0
     assert "GT" in usage.out
     assert "--hd95-penalty" in usage.out
+
+
+def test_library_api_with_explicit_paths(label_pairs, tmp_path) -> None:
+    # How `segkit infer --run-evaluation` calls it: a config with gt, pred and output folder set.
+    from segkit import api
+    from segkit.config import load_config
+    from segkit.progress import RecordingProgress
+
+    gt, pred = label_pairs
+    out = tmp_path / "reports"
+    cfg = load_config(
+        sets=[f"eval.gt={gt}", f"eval.pred={pred}", f"eval.output_dir={out}", "eval.skip_nnunet=true", "eval.workers=1"]
+    )
+    progress = RecordingProgress()
+    result = api.evaluate(cfg, progress=progress)
+    assert result.paths.combined == out / "full_metrics.json"
+    assert result.paths.combined.is_file()
+    assert len(result.evaluation.scored) == 4
+    assert result.summary["cases"]["scored"] == 4
+    assert ("start", "scoring cases", 4) in progress.events
+    assert sum(1 for e in progress.events if e[0] == "advance") == 4
+
+
+def test_library_api_needs_both_folders() -> None:
+    from segkit import api
+    from segkit.config import load_config
+    from segkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no prediction folder given"):
+        api.evaluate(load_config(sets=["eval.gt=somewhere"]))

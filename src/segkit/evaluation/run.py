@@ -227,7 +227,7 @@ def evaluate_folders(
 def _headers_agree(pair: CasePair, tolerance: float) -> bool:
     """Whether both headers are readable and describe the same grid (a cheap pre-check, no voxels read)."""
     if pair.pred is None:
-        return read_header_ok(pair.gt)
+        return _header_ok(pair.gt)
     try:
         gt, pred = read_header(pair.gt), read_header(pair.pred)
     except DataError:
@@ -235,7 +235,7 @@ def _headers_agree(pair: CasePair, tolerance: float) -> bool:
     return gt.shape == pred.shape and float(abs(gt.affine - pred.affine).max()) <= tolerance
 
 
-def read_header_ok(path: Path) -> bool:
+def _header_ok(path: Path) -> bool:
     """Whether the NIfTI header of `path` can be read."""
     try:
         read_header(path)

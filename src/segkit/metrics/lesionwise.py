@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -410,14 +410,3 @@ def summary_statistics(values: Sequence[float]) -> dict[str, float]:
         "std": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"),
         "n": int(arr.size),
     }
-
-
-def summarise(cases: Mapping[str, CaseLesionScores], regions: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per region and official key, the summary statistics over cases."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for region in regions:
-        out[region] = {
-            key: summary_statistics([float(c.regions[region][key]) for c in cases.values() if region in c.regions])
-            for key in OFFICIAL_KEYS
-        }
-    return out

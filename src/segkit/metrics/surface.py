@@ -39,6 +39,8 @@ _EDT_SECONDS_PER_VOXEL = 85e-9
 _TREE_SECONDS_PER_TARGET = 0.1e-6
 _TREE_SECONDS_PER_QUERY = 1.5e-6
 
+_MAX_CLUSTER_OBJECTS = 2000
+
 _DENSE_VOXELS = 200_000
 """Crops larger than this, and mostly empty, are split into clusters of objects (see `_surfel_points`)."""
 
@@ -116,7 +118,8 @@ def _cluster_boxes(occupied: np.ndarray) -> list[tuple[Box, np.ndarray | None]]:
     """
     components = cc3d.connected_components(occupied, connectivity=26)
     found = list(ndimage.find_objects(components))
-    if len(found) <= 1:
+    # The pairwise box test is quadratic; with very many specks one dense pass is cheaper.
+    if len(found) <= 1 or len(found) > _MAX_CLUSTER_OBJECTS:
         return [((slice(0, occupied.shape[0]), slice(0, occupied.shape[1]), slice(0, occupied.shape[2])), None)]
     lo = np.array([[s.start - 1 for s in f] for f in found])
     hi = np.array([[s.stop + 1 for s in f] for f in found])
