@@ -169,35 +169,74 @@ def _surfel_points(gt: np.ndarray, pred: np.ndarray, spacing: Spacing3) -> tuple
     )
 
 
+def _near_neighbours(source: np.ndarray, target: np.ndarray, spacing: Spacing3) -> np.ndarray:
+    """Nearest target corner of each source corner that has one in its 3x3x3 neighbourhood; -1 elsewhere.
+
+    Any corner outside the neighbourhood is at least two voxels away along some axis, i.e. at least
+    ``2 * min(spacing)`` mm, so a neighbour closer than that is the exact nearest corner. Offsets are
+    tried from the closest; most surfels of a reasonable prediction are settled here, cheaply.
+
+    Returns:
+        (n, 3) int64 coordinates of the nearest target corner, rows of -1 where not settled.
+    """
+    lo = np.minimum(source.min(axis=0), target.min(axis=0)) - 1
+    shape = tuple(int(v) for v in np.maximum(source.max(axis=0), target.max(axis=0)) + 2 - lo)
+    grid = np.zeros(int(np.prod(shape)), dtype=bool)
+    grid[np.ravel_multi_index(tuple((target - lo).T), shape)] = True
+    flat = np.ravel_multi_index(tuple((source - lo).T), shape)
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
+    scale = np.asarray(spacing, dtype=np.float64)
+    offsets = [np.array(o) for o in np.ndindex(3, 3, 3)]
+    offsets = [o - 1 for o in offsets]
+    offsets.sort(key=lambda o: float(np.sum((o * scale) ** 2)))
+    limit = 2.0 * float(scale.min())
+    nearest = np.full(source.shape, -1, dtype=np.int64)
+    pending = np.arange(len(source))
+    for offset in offsets:
+        if float(np.sqrt(np.sum((offset * scale) ** 2))) >= limit or pending.size == 0:
+            break
+        hit = grid[flat[pending] + int(offset @ strides)]
+        settled = pending[hit]
+        nearest[settled] = source[settled] + offset
+        pending = pending[~hit]
+    return nearest
+
+
 def _nearest_distances(source: np.ndarray, target: np.ndarray, spacing: Spacing3) -> np.ndarray:
     """Euclidean distance (mm) from each source corner to the nearest target corner.
 
-    The nearest target corner comes from a Euclidean feature transform over the box of both point sets
-    or from a k-d tree, whichever the cost model says is cheaper; the distance is then
-    evaluated from the integer index difference with the arithmetic of
-    `scipy.ndimage.distance_transform_edt` (scale each axis, square, sum in axis order, square root), so
-    the values equal those of the reference's distance map either way.
+    Corners with a target corner in their 3x3x3 neighbourhood are settled by direct lookup; the others
+    get their nearest target corner from a Euclidean feature transform over the box of the point sets or
+    from a k-d tree, whichever the cost model says is cheaper. The distance is then evaluated from the
+    integer index difference with the arithmetic of `scipy.ndimage.distance_transform_edt` (scale each
+    axis, square, sum in axis order, square root), so the values equal those of the reference's
+    distance map whichever way the nearest corner was found.
     """
     if len(source) == 0:
         return np.zeros(0)
     if len(target) == 0:
         return np.full(len(source), np.inf)
-    lo = np.minimum(source.min(axis=0), target.min(axis=0))
-    hi = np.maximum(source.max(axis=0), target.max(axis=0)) + 1
-    box_voxels = int(np.prod(hi - lo))
-    edt_cost = _EDT_SECONDS_PER_VOXEL * box_voxels
-    tree_cost = _TREE_SECONDS_PER_TARGET * len(target) + _TREE_SECONDS_PER_QUERY * len(source)
-    if edt_cost <= tree_cost:
-        grid = np.ones(tuple(hi - lo), dtype=bool)
-        grid[tuple((target - lo).T)] = False
-        features = ndimage.distance_transform_edt(grid, sampling=spacing, return_distances=False, return_indices=True)
-        local = tuple((source - lo).T)
-        nearest_points = np.stack([features[axis][local] for axis in range(3)], axis=1) + lo
-    else:
-        scale = np.asarray(spacing, dtype=np.float64)
-        tree = cKDTree(target * scale, balanced_tree=False, compact_nodes=False)
-        _, nearest = tree.query(source * scale, k=1)
-        nearest_points = target[nearest]
+    nearest_points = _near_neighbours(source, target, spacing)
+    far = np.flatnonzero(nearest_points[:, 0] < 0)
+    if far.size:
+        rest = source[far]
+        lo = np.minimum(rest.min(axis=0), target.min(axis=0))
+        hi = np.maximum(rest.max(axis=0), target.max(axis=0)) + 1
+        edt_cost = _EDT_SECONDS_PER_VOXEL * int(np.prod(hi - lo))
+        tree_cost = _TREE_SECONDS_PER_TARGET * len(target) + _TREE_SECONDS_PER_QUERY * len(rest)
+        if edt_cost <= tree_cost:
+            grid = np.ones(tuple(hi - lo), dtype=bool)
+            grid[tuple((target - lo).T)] = False
+            features = ndimage.distance_transform_edt(
+                grid, sampling=spacing, return_distances=False, return_indices=True
+            )
+            local = tuple((rest - lo).T)
+            nearest_points[far] = np.stack([features[axis][local] for axis in range(3)], axis=1) + lo
+        else:
+            scale = np.asarray(spacing, dtype=np.float64)
+            tree = cKDTree(target * scale, balanced_tree=False, compact_nodes=False)
+            _, nearest = tree.query(rest * scale, k=1)
+            nearest_points[far] = target[nearest]
     squared = None
     for axis in range(3):
         delta = (nearest_points[:, axis] - source[:, axis]).astype(np.float64)
