@@ -32,6 +32,11 @@ def _loaded_after(code: str) -> list[str]:
         "segkit.viz.arch",
         "segkit.viz.viewer",
         "segkit.data.stats",
+        "segkit.metrics",
+        "segkit.metrics.lesionwise",
+        "segkit.metrics.voxel",
+        "segkit.evaluation.run",
+        "segkit.evaluation.reports",
     ],
 )
 def test_module_import_stays_light(module: str) -> None:
@@ -59,3 +64,32 @@ def test_module_import_stays_light(module: str) -> None:
 def test_commands_stay_light(argv: list[str]) -> None:
     code = f"from segkit.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
     assert _loaded_after(code) == []
+
+
+def _small_eval_folders(tmp_path) -> tuple[str, str]:
+    import nibabel as nib
+    import numpy as np
+
+    labels = np.zeros((12, 12, 12), dtype=np.uint8)
+    labels[3:8, 3:8, 3:8] = 2
+    labels[4:6, 4:6, 4:6] = 3
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), str(tmp_path / folder / "case.nii.gz"))
+    return str(tmp_path / "gt"), str(tmp_path / "pred")
+
+
+def test_eval_command_stays_light(tmp_path) -> None:
+    gt, pred = _small_eval_folders(tmp_path)
+    argv = ["-q", "eval", gt, pred, "-o", str(tmp_path / "out"), "--skip-nnunet", "--no-figure", "-j", "1"]
+    code = f"from segkit.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert _loaded_after(code) == []
+    assert (tmp_path / "out" / "full_metrics.json").is_file()
+
+
+def test_eval_figure_loads_only_matplotlib(tmp_path) -> None:
+    gt, pred = _small_eval_folders(tmp_path)
+    argv = ["-q", "eval", gt, pred, "-o", str(tmp_path / "out"), "--skip-nnunet", "-j", "1"]
+    code = f"from segkit.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert _loaded_after(code) == ["matplotlib"]
+    assert (tmp_path / "out" / "lesion_metrics.png").is_file()

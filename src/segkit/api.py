@@ -7,6 +7,7 @@ imported inside the functions so that importing this module stays cheap.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from segkit.data.splits import SplitsResult
     from segkit.data.stats import StatsResult
     from segkit.data.synth import SynthResult
+    from segkit.evaluation.reports import EvalResult
     from segkit.progress import ProgressSink
     from segkit.viz.arch_figures import ArchResult
     from segkit.viz.gif import GifOutcome
@@ -268,8 +270,11 @@ def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> li
     sink = progress or NullProgress()
     results = [backend.predict(request, options, progress=sink) for request in requests]
     if cfg.run_evaluation:
-        for result in results:
-            _evaluate_predictions(config, result.output_dir, progress)
+        scored = []
+        for result, request in zip(results, requests, strict=True):
+            result = dataclasses.replace(result, folds=request.folds)
+            scored.append(dataclasses.replace(result, evaluation=_evaluate_predictions(config, result, progress)))
+        results = scored
     return results
 
 
@@ -285,16 +290,25 @@ def _trained_folds(backend: Backend, config: SegkitConfig, options: Any) -> tupl
 
 def _require_evaluation(config: SegkitConfig) -> None:
     """Refuse ``--run-evaluation`` before any prediction when it cannot run afterwards."""
-    if config.infer.ground_truth is None:
+    gt = config.infer.ground_truth
+    if gt is None:
         msg = "--run-evaluation needs --ground-truth"
         raise ConfigError(msg)
-    msg = "evaluation is not available in this build of segkit (segkit eval is not implemented yet)"
-    raise ConfigError(msg, hint="run without --run-evaluation")
+    if not Path(gt).is_dir():
+        msg = f"{gt}: ground-truth folder not found"
+        raise DataError(msg)
 
 
-def _evaluate_predictions(config: SegkitConfig, predictions: Path, progress: ProgressSink | None) -> None:
-    """Score predictions after ``segkit infer --run-evaluation``."""
-    _require_evaluation(config)
+def _evaluate_predictions(config: SegkitConfig, result: PredictResult, progress: ProgressSink | None) -> EvalResult:
+    """Score one prediction folder after ``segkit infer --run-evaluation`` (reports beside it by default)."""
+    cfg = config.infer
+    output = cfg.evaluation_output
+    if output is None:
+        output = result.output_dir / "evaluation"
+    elif "{fold}" in str(output) and len(result.folds) == 1:
+        output = Path(str(output).format(fold=result.folds[0]))
+    eval_cfg = config.eval.model_copy(update={"gt": cfg.ground_truth, "pred": result.output_dir, "output_dir": output})
+    return evaluate(config.model_copy(update={"eval": eval_cfg}), progress=progress)
 
 
 # --- visualisation (segkit viz) ---------------------------------------------------------------------
@@ -429,3 +443,49 @@ def viz_arch(config: SegkitConfig) -> ArchResult:
         dpi=cfg.dpi,
         overwrite=cfg.overwrite,
     )
+
+
+def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> EvalResult:
+    """Score a prediction folder against a reference and write the reports (`segkit eval`).
+
+    Reads ``config.eval``: ``gt`` and ``pred`` are required; the reports go to ``output_dir`` (or the
+    explicit ``*_output`` paths). Usable from other commands (``segkit infer --run-evaluation``) by
+    building the config with ``eval.gt``, ``eval.pred`` and ``eval.output_dir`` set.
+
+    Raises:
+        ConfigError: Missing folders in the config, invalid settings.
+        DataError: Unusable inputs (with ``eval.strict``, any unusable case).
+        OutputError: The output folder cannot be written.
+    """
+    from segkit.evaluation.reports import EvalResult, ReportPaths, summary, write_reports
+    from segkit.evaluation.run import EvalSettings, evaluate_folders
+    from segkit.io import ensure_writable_dir
+
+    cfg = config.eval
+    if cfg.gt is None or cfg.pred is None:
+        missing = "reference folder" if cfg.gt is None else "prediction folder"
+        msg = f"no {missing} given"
+        raise ConfigError(msg, hint="segkit eval GT PRED, or set eval.gt and eval.pred in the run config")
+    settings = EvalSettings(
+        protocol=cfg.protocol,
+        labels=tuple(dict.fromkeys(cfg.labels)),
+        omit_aggregates=cfg.omit_aggregates,
+        penalty=None if cfg.hd95_penalty == "auto" else float(cfg.hd95_penalty),
+        affine_tolerance=cfg.affine_tolerance,
+        workers=cfg.workers,
+        strict=cfg.strict,
+        nnunet_cmd=None if cfg.skip_nnunet else cfg.nnunet_cmd,
+    )
+    paths = ReportPaths.in_folder(
+        cfg.output_dir,
+        lesion=cfg.lesion_output,
+        nnunet=cfg.nnunet_output,
+        combined=cfg.combined_output,
+        figure=cfg.figure,
+    )
+    # Fail before the (long) scoring when a report cannot be written.
+    for folder in {paths.lesion.parent, paths.nnunet.parent, paths.combined.parent, paths.csv.parent}:
+        ensure_writable_dir(folder)
+    evaluation = evaluate_folders(cfg.gt, cfg.pred, settings, progress=progress)
+    write_reports(evaluation, paths, version=__version__, pretty=cfg.pretty)
+    return EvalResult(evaluation, paths, summary(evaluation, paths))

@@ -105,3 +105,40 @@ def test_run_evaluation_needs_ground_truth(with_fake, prepared: Path, run_cli) -
     result = run_cli("infer", "--backend", "fake", "-i", "training_data", "--fold", "0", "--run-evaluation")
     assert result.code == 2
     assert "--ground-truth" in result.err
+
+
+def test_infer_then_evaluate(with_fake, prepared: Path, run_cli) -> None:
+    assert run_cli("train", "--backend", "fake", "--device", "cpu").code == 0
+    result = run_cli(
+        "infer",
+        "--backend",
+        "fake",
+        "-i",
+        "training_data",
+        "-o",
+        "preds",
+        "--fold",
+        "0",
+        "--device",
+        "cpu",
+        "--run-evaluation",
+        "--ground-truth",
+        "training_data",
+        "--set",
+        "eval.skip_nnunet=true",
+        "--json",
+    )
+    assert result.code == 0, result.err
+    (row,) = json.loads(result.out)
+    assert row["evaluation"]["cases"]["scored"] == 6
+    assert (prepared / "preds" / "evaluation" / "lesion_metrics.json").is_file()
+    assert (prepared / "preds" / "evaluation" / "nnunet_metrics.json").is_file()
+
+
+def test_run_evaluation_ground_truth_must_exist(with_fake, prepared: Path, run_cli) -> None:
+    result = run_cli(
+        "infer", "--backend", "fake", "-i", "training_data", "--fold", "0", "--run-evaluation", "--ground-truth", "nope"
+    )
+    assert result.code == 1
+    assert "nope: ground-truth folder not found" in result.err
+    assert not (prepared / "outputs" / "predictions").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -147,8 +146,8 @@ def test_existing_gif_needs_overwrite(run_cli, viz_root: Path, tmp_path: Path) -
     assert run_cli(*args, "--overwrite").code == 0
 
 
-def test_a_brats_sized_sweep_with_overlay_is_fast(tmp_path: Path) -> None:
-    """155 frames of 240x240 with overlay, composed and written (the claim is < 1 s; this guards 4x)."""
+def test_a_brats_sized_sweep_with_overlay(tmp_path: Path) -> None:
+    """155 frames of 240x240 with overlay, composed and written; speed lives in benchmarks/bench_gif.py."""
     from segkit.viz.export import write_gif
 
     rng = np.random.default_rng(0)
@@ -156,9 +155,7 @@ def test_a_brats_sized_sweep_with_overlay_is_fast(tmp_path: Path) -> None:
     labels = np.zeros(image.shape, np.int16)
     labels[80:160, 90:150, 40:110] = 2
     labels[100:140, 100:140, 60:90] = 3
-    started = time.perf_counter()
     frames = R.indexed_sweep(image, "axial", limits=R.window_limits(image), labels_ras=labels)
     write_gif(tmp_path / "big.gif", frames)
-    elapsed = time.perf_counter() - started
     assert frames.frames.shape == (155, 240, 240)
-    assert elapsed < 4.0, f"{elapsed:.2f} s"
+    assert _frames(tmp_path / "big.gif").shape[0] == 155

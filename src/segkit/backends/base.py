@@ -186,12 +186,23 @@ class PredictRequest:
 
 @dataclass(frozen=True)
 class PredictResult:
-    """Prediction files written."""
+    """Prediction files written.
+
+    Attributes:
+        output_dir: The prediction folder.
+        files: ``<case>.nii.gz`` files written by this run.
+        skipped: Case ids whose existing prediction was kept.
+        log_file: The framework's log, if any.
+        folds: Folds the predictions come from (filled in by `segkit.api.predict`).
+        evaluation: The `segkit.evaluation.reports.EvalResult` of ``--run-evaluation`` (set by the api).
+    """
 
     output_dir: Path
     files: tuple[Path, ...]
     skipped: tuple[str, ...] = ()
     log_file: Path | None = None
+    folds: tuple[Fold, ...] = ()
+    evaluation: Any = None
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ import typer
 
 import segkit
 from segkit.cli import config_cmd, data, infer, train, viz
+from segkit.cli import eval as eval_
 from segkit.cli._common import expand_multi_value, stderr, stdout
 from segkit.errors import SegkitError
 
@@ -33,6 +34,7 @@ app.command("train")(train.train)
 app.command("infer")(infer.infer)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(viz.app, name="viz")
+app.command("eval")(eval_.eval_cmd)
 
 
 def _version(value: bool) -> None:

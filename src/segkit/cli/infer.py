@@ -113,7 +113,12 @@ def infer(
     if json_out:
         print_json(
             [
-                {"output_dir": str(r.output_dir), "files": [str(p) for p in r.files], "skipped": list(r.skipped)}
+                {
+                    "output_dir": str(r.output_dir),
+                    "files": [str(p) for p in r.files],
+                    "skipped": list(r.skipped),
+                    "evaluation": r.evaluation.summary if r.evaluation is not None else None,
+                }
                 for r in results
             ]
         )
@@ -123,3 +128,7 @@ def infer(
         console.print(f"wrote {len(result.files)} prediction(s) to {relpath(result.output_dir)}")
         if result.skipped:
             console.print(f"kept {len(result.skipped)} existing prediction(s)")
+        if result.evaluation is not None:
+            from segkit.cli.eval import render_summary
+
+            render_summary(result.evaluation.summary)

@@ -321,6 +321,52 @@ class VizConfig(Strict):
     arch: VizArchConfig = Field(default_factory=VizArchConfig, description="`segkit viz arch`.")
 
 
+class EvalConfig(Strict):
+    """`segkit eval`: lesion-wise BraTS metrics and nnU-Net voxel metrics of a prediction folder."""
+
+    gt: ConfigPath | None = Field(
+        None, description="Reference: a folder of label files or a BraTS root of case folders (<case>/<case>-seg)."
+    )
+    pred: ConfigPath | None = Field(
+        None, description="Prediction folder: <case>.nii.gz, or with a -seg, _seg or _pred suffix."
+    )
+    output_dir: ConfigPath = Field(Path("outputs/eval"), description="Folder for the reports.")
+    lesion_output: ConfigPath | None = Field(
+        None, description="Lesion-wise report (default: <output-dir>/lesion_metrics.json)."
+    )
+    nnunet_output: ConfigPath | None = Field(
+        None, description="Voxel metrics in nnU-Net's summary.json layout (default: <output-dir>/nnunet_metrics.json)."
+    )
+    combined_output: ConfigPath | None = Field(
+        None,
+        description="Manifest: inputs, settings, timing, both summaries (default: <output-dir>/full_metrics.json).",
+    )
+    protocol: Literal["brats2024"] = Field(
+        "brats2024", description="Lesion-wise protocol (the official BraTS 2024 GLI scorer)."
+    )
+    labels: list[Annotated[int, Field(ge=1, le=4)]] = Field(
+        [1, 2, 3, 4], min_length=1, description="Labels to score as regions (1 NETC, 2 SNFH, 3 ET, 4 RC)."
+    )
+    omit_aggregates: bool = Field(False, description="Skip the WT and TC aggregate regions.")
+    hd95_penalty: Literal["auto"] | Annotated[float, Field(gt=0)] = Field(
+        "auto",
+        description="HD95 of a missed or spurious lesion in mm: auto = 337 on 182x218x182, 374 on 240x240x155, "
+        "else the volume diagonal; or a number (the official 2024 scorer uses 337 everywhere).",
+    )
+    affine_tolerance: float = Field(
+        1e-4, gt=0, description="Largest allowed difference between GT and prediction affines."
+    )
+    skip_nnunet: bool = Field(False, description="Do not cross-check the voxel metrics with nnU-Net's own evaluator.")
+    nnunet_cmd: str = Field(
+        "nnUNetv2_evaluate_simple",
+        description="nnU-Net evaluator command (labels only), or 'api' for nnU-Net's Python API (labels and regions).",
+    )
+    figure: bool = Field(True, description="Also write a PNG figure of lesion-wise Dice and HD95 across cases.")
+    pretty: bool = Field(False, description="Indent the JSON reports.")
+    strict: bool = Field(False, description="Any unusable case (bad file, grid, labels, duplicate id) is fatal.")
+    workers: Workers = 0
+
+
 class SegkitConfig(Strict):
     """A segkit run config: shared settings plus one section per command."""
 
@@ -340,6 +386,7 @@ class SegkitConfig(Strict):
     )
     stats: StatsConfig = Field(default_factory=StatsConfig, description="`segkit data stats` and `segkit viz stats`.")
     viz: VizConfig = Field(default_factory=VizConfig, description="`segkit viz` commands.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="`segkit eval`.")
 
 
 def field_description(model: type[BaseModel], name: str) -> str:

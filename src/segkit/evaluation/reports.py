@@ -1,0 +1,276 @@
+"""The reports of an evaluation: three JSON files, a per-case CSV and a figure, all written atomically.
+
+* ``lesion_metrics.json``: the lesion-wise results: per case the ten official keys per region and the
+  per-lesion table, and per region and key the mean, median, min, max and std over cases.
+* ``nnunet_metrics.json``: voxel metrics in the layout of nnU-Net's ``summary.json``.
+* ``full_metrics.json``: the manifest: inputs, protocol, penalty, segkit version, timing, warnings,
+  missing/extra/failed cases, the nnU-Net cross-check and summaries of both metric sets.
+* ``per_case.csv``: one row per case, the official lesion-wise keys per region and voxel Dice.
+* ``lesion_metrics.png``: per-region lesion-wise Dice and HD95 across cases.
+
+Every file is rendered in memory first and only then written (each through a temporary file renamed
+into place), so a failure while building the reports leaves the previous reports untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from segkit.conventions import LABELS
+from segkit.evaluation.run import AGGREGATES, Evaluation
+from segkit.io import atomic_path, json_default, write_text
+from segkit.metrics.lesionwise import OFFICIAL_KEYS, PROTOCOLS, summary_statistics
+from segkit.metrics.voxel import nnunet_summary
+
+DEFAULT_NAMES = {
+    "lesion": "lesion_metrics.json",
+    "nnunet": "nnunet_metrics.json",
+    "combined": "full_metrics.json",
+    "csv": "per_case.csv",
+    "figure": "lesion_metrics.png",
+}
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where each report goes (the figure is None when disabled)."""
+
+    lesion: Path
+    nnunet: Path
+    combined: Path
+    csv: Path
+    figure: Path | None
+
+    @classmethod
+    def in_folder(
+        cls,
+        folder: Path,
+        *,
+        lesion: Path | None = None,
+        nnunet: Path | None = None,
+        combined: Path | None = None,
+        figure: bool = True,
+    ) -> ReportPaths:
+        """Default file names in `folder`, with optional overrides for the three JSON files."""
+        folder = Path(folder)
+        return cls(
+            lesion=Path(lesion) if lesion else folder / DEFAULT_NAMES["lesion"],
+            nnunet=Path(nnunet) if nnunet else folder / DEFAULT_NAMES["nnunet"],
+            combined=Path(combined) if combined else folder / DEFAULT_NAMES["combined"],
+            csv=folder / DEFAULT_NAMES["csv"],
+            figure=folder / DEFAULT_NAMES["figure"] if figure else None,
+        )
+
+    def to_dict(self) -> dict[str, str | None]:
+        """JSON-ready form."""
+        return {
+            "lesion_metrics": str(self.lesion),
+            "nnunet_metrics": str(self.nnunet),
+            "full_metrics": str(self.combined),
+            "per_case_csv": str(self.csv),
+            "figure": None if self.figure is None else str(self.figure),
+        }
+
+
+def _penalty_setting(evaluation: Evaluation) -> dict[str, Any]:
+    penalty = evaluation.settings.penalty
+    return {"setting": "auto" if penalty is None else penalty, "used": evaluation.penalties()}
+
+
+def lesion_summary(evaluation: Evaluation) -> dict[str, dict[str, dict[str, float]]]:
+    """Per region and official key: mean, median, min, max, std (ddof=1) and n over the scored cases."""
+    regions = evaluation.settings.regions()
+    scored = [c.lesion for c in evaluation.scored if c.lesion is not None]
+    return {
+        region: {key: summary_statistics([float(s.regions[region][key]) for s in scored]) for key in OFFICIAL_KEYS}
+        for region in regions
+    }
+
+
+def lesion_report(evaluation: Evaluation) -> dict[str, Any]:
+    """Contents of ``lesion_metrics.json``."""
+    cases: dict[str, Any] = {}
+    for case in evaluation.cases:
+        entry: dict[str, Any] = {
+            "status": case.status,
+            "reference_file": case.gt_file or None,
+            "prediction_file": case.pred_file,
+        }
+        if case.lesion is None:
+            entry["reason"] = case.reason
+        else:
+            entry["shape"] = list(case.shape or ())
+            entry["spacing_mm"] = list(case.spacing or ())
+            entry["hd95_penalty"] = case.penalty
+            entry["metrics"] = case.lesion.regions
+            entry["lesions"] = [row.to_dict() for row in case.lesion.lesions]
+        cases[case.case_id] = entry
+    return {
+        "protocol": evaluation.settings.protocol,
+        "regions": list(evaluation.settings.regions()),
+        "hd95_penalty": _penalty_setting(evaluation),
+        "summary": lesion_summary(evaluation),
+        "cases": cases,
+        "missing_predictions": list(evaluation.matching.missing),
+        "extra_predictions": [str(p) for p in evaluation.matching.extra],
+        "failed": evaluation.failed,
+    }
+
+
+def voxel_keys(evaluation: Evaluation) -> list[str]:
+    """nnU-Net keys of the evaluation, in order (``"1"``, ..., ``"(1, 2, 3)"``, ``"(1, 3)"``)."""
+    return [str(k) for k in evaluation.settings.voxel_keys()]
+
+
+def nnunet_report(evaluation: Evaluation) -> dict[str, Any]:
+    """Contents of ``nnunet_metrics.json`` (nnU-Net's summary.json layout)."""
+    cases = [(c.gt_file, c.pred_file, c.voxel) for c in evaluation.scored if c.voxel is not None]
+    return nnunet_summary(cases, voxel_keys(evaluation))
+
+
+def key_name(key: str) -> str:
+    """A readable name for an nnU-Net key: ``"3"`` -> ``ET``, ``"(1, 2, 3)"`` -> ``WT``."""
+    protocol = PROTOCOLS["brats2024"]
+    for name in AGGREGATES:
+        if key == str(protocol.region(name).labels):
+            return name
+    if key.isdigit() and int(key) in LABELS:
+        return LABELS[int(key)]
+    return key
+
+
+def csv_text(evaluation: Evaluation) -> str:
+    """Contents of ``per_case.csv``: one row per case (failed cases with their reason)."""
+    regions = evaluation.settings.regions()
+    keys = voxel_keys(evaluation)
+    header = ["case", "status", "hd95_penalty"]
+    header += [f"{region}_{key}" for region in regions for key in OFFICIAL_KEYS]
+    header += [f"voxel_Dice_{key_name(k)}" for k in keys]
+    header += ["seconds", "reason"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for case in evaluation.cases:
+        row: list[Any] = [case.case_id, case.status, case.penalty if case.penalty is not None else ""]
+        for region in regions:
+            for key in OFFICIAL_KEYS:
+                row.append(case.lesion.regions[region][key] if case.lesion else "")
+        for k in keys:
+            row.append(case.voxel[k]["Dice"] if case.voxel else "")
+        row += [f"{case.seconds.get('total', 0.0):.4f}", case.reason or ""]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def summary(evaluation: Evaluation, paths: ReportPaths | None = None) -> dict[str, Any]:
+    """The short summary printed by ``segkit eval --json`` and stored in the manifest."""
+    voxel = nnunet_report(evaluation)
+    return {
+        "cases": {
+            "reference": len(evaluation.cases),
+            "scored": len(evaluation.scored),
+            "missing_predictions": len(evaluation.matching.missing),
+            "extra_predictions": len(evaluation.matching.extra),
+            "failed": len(evaluation.failed),
+        },
+        "hd95_penalty": _penalty_setting(evaluation),
+        "lesion": lesion_summary(evaluation),
+        "voxel": {"mean": voxel["mean"], "foreground_mean": voxel["foreground_mean"]},
+        "nnunet_check": None if evaluation.nnunet is None else evaluation.nnunet.status,
+        "outputs": None if paths is None else paths.to_dict(),
+        "warnings": evaluation.warnings,
+    }
+
+
+def manifest(evaluation: Evaluation, paths: ReportPaths, version: str) -> dict[str, Any]:
+    """Contents of ``full_metrics.json``."""
+    per_case = {c.case_id: {k: round(v, 6) for k, v in c.seconds.items()} for c in evaluation.cases}
+    totals = [c.seconds["total"] for c in evaluation.scored if "total" in c.seconds]
+    nnunet = (
+        evaluation.nnunet.to_dict()
+        if evaluation.nnunet is not None
+        else {"status": "skipped", "message": "nnU-Net cross-check skipped (--skip-nnunet)"}
+    )
+    return {
+        "segkit_version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "inputs": {"reference": str(evaluation.gt), "predictions": str(evaluation.pred)},
+        "protocol": evaluation.settings.protocol,
+        "regions": list(evaluation.settings.regions()),
+        "labels": list(evaluation.settings.labels),
+        "omit_aggregates": evaluation.settings.omit_aggregates,
+        "hd95_penalty": _penalty_setting(evaluation),
+        "cases": {
+            "reference": len(evaluation.cases),
+            "scored": len(evaluation.scored),
+            "missing_predictions": list(evaluation.matching.missing),
+            "extra_predictions": [str(p) for p in evaluation.matching.extra],
+            "failed": evaluation.failed,
+        },
+        "warnings": evaluation.warnings,
+        "nnunet_check": nnunet,
+        "timing": {
+            "total_seconds": round(evaluation.seconds, 4),
+            "median_case_seconds": round(statistics.median(totals), 4) if totals else None,
+            "workers": evaluation.settings.workers,
+            "per_case": per_case,
+        },
+        "outputs": paths.to_dict(),
+        "summary": summary(evaluation),
+    }
+
+
+def _json_text(obj: Any, pretty: bool) -> str:
+    import json
+
+    return json.dumps(obj, indent=2 if pretty else None, default=json_default) + "\n"
+
+
+def write_reports(evaluation: Evaluation, paths: ReportPaths, *, version: str, pretty: bool = False) -> ReportPaths:
+    """Render every report, then write them (each atomically).
+
+    Raises:
+        OutputError: If an output folder cannot be written.
+    """
+    texts = {
+        paths.lesion: _json_text(lesion_report(evaluation), pretty),
+        paths.nnunet: _json_text(nnunet_report(evaluation), pretty),
+        paths.csv: csv_text(evaluation),
+    }
+    figure_png = None
+    if paths.figure is not None:
+        from segkit.evaluation.figure import render_png
+
+        figure_png = render_png(evaluation)
+    texts[paths.combined] = _json_text(manifest(evaluation, paths, version), pretty)
+    for path, text in texts.items():
+        if path == paths.combined:
+            continue
+        write_text(path, text)
+    if paths.figure is not None and figure_png is not None:
+        with atomic_path(paths.figure) as tmp:
+            tmp.write_bytes(figure_png)
+    # The manifest last: its presence says the other files of this run are complete.
+    write_text(paths.combined, texts[paths.combined])
+    return paths
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What `segkit.api.evaluate` returns.
+
+    Attributes:
+        evaluation: All per-case results and the cross-check.
+        paths: Where the reports were written.
+        summary: The short summary (see `summary`).
+    """
+
+    evaluation: Evaluation
+    paths: ReportPaths
+    summary: dict[str, Any]
