@@ -10,7 +10,20 @@ import pytest
 from _helpers import write_nifti
 
 from segkit.errors import DataError, OutputError
-from segkit.io import atomic_path, read_volume, split_suffix, staged_dir, write_json, write_volume
+from segkit.io import (
+    Volume,
+    as_labels,
+    atomic_path,
+    grid_mismatch,
+    json_text,
+    label_problem,
+    output_dirs,
+    read_volume,
+    split_suffix,
+    staged_dir,
+    write_json,
+    write_volume,
+)
 
 
 def test_split_suffix() -> None:
@@ -94,3 +107,71 @@ def test_read_volume_errors_name_the_file(tmp_path: Path) -> None:
     trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(DataError, match=r"trunc.nii.gz: cannot read voxels"):
         read_volume(trunc)
+
+
+def _grid(shape=(4, 5, 6), affine=None) -> Volume:
+    return Volume(Path("v.nii.gz"), np.zeros(shape, np.uint8), np.eye(4) if affine is None else affine)
+
+
+def test_grid_mismatch_says_what_differs() -> None:
+    base = np.diag([-1.0, 1.0, 1.5, 1.0])
+    assert grid_mismatch(_grid(affine=base), _grid(affine=base + 1e-6)) is None
+    assert grid_mismatch(_grid((4, 5, 7)), _grid()) == "shape (4, 5, 7) vs (4, 5, 6)"
+    shifted = base.copy()
+    shifted[:3, 3] = (30.0, 0.0, 0.0)
+    assert grid_mismatch(_grid(affine=shifted), _grid(affine=base)) == (
+        "origin shifted by 30 mm (largest affine difference 30 > tolerance 0.0001)"
+    )
+    scaled = np.diag([-2.0, 2.0, 3.0, 1.0])
+    assert grid_mismatch(_grid(affine=scaled), _grid(affine=base)).startswith("voxel size 2x2x3 mm vs 1x1x1.5 mm (")
+    flipped = np.diag([1.0, 1.0, 1.5, 1.0])
+    assert grid_mismatch(_grid(affine=flipped), _grid(affine=base)).startswith("axis directions differ (")
+    assert grid_mismatch(_grid(affine=shifted), _grid(affine=base), tol=31.0) is None
+    nan = base.copy()
+    nan[0, 3] = np.nan
+    assert grid_mismatch(_grid(affine=nan), _grid(affine=base)) is not None
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (np.array([0, 1, 4], np.uint8), None),
+        (np.array([0.0, 3.0], np.float32), None),
+        (np.array([True, False]), None),
+        (np.array([0, 7], np.int16), "labels outside 0-4: 7"),
+        (np.array([-1, 2], np.int16), "labels outside 0-4: -1"),
+        (np.array([0.0, 1.5], np.float32), "label map is not integer-valued (e.g. 1.5)"),
+        (np.array([0.0, np.nan], np.float32), "label map holds NaN or infinite values"),
+        (np.array(["a"]), "label map has unsupported dtype <U1"),
+    ],
+)
+def test_label_problem_one_rule(data: np.ndarray, problem: str | None) -> None:
+    assert label_problem(data) == problem
+
+
+def test_as_labels_names_the_role_and_file() -> None:
+    volume = Volume(Path("p.nii.gz"), np.array([[[0, 9]]], np.int32), np.eye(4))
+    with pytest.raises(DataError, match=r"^prediction p.nii.gz: labels outside 0-4: 9$"):
+        as_labels(volume, role="prediction")
+    ok = as_labels(Volume(Path("p.nii.gz"), np.array([[[0.0, 2.0]]]), np.eye(4)))
+    assert ok.data.dtype == np.uint8
+
+
+def test_json_text_converts_numpy_and_paths() -> None:
+    text = json_text({"a": np.int64(3), "p": Path("x"), "f": float("nan")}, pretty=False)
+    assert text == '{"a": 3, "p": "x", "f": NaN}\n'
+
+
+def test_output_dirs_removes_only_the_empty_folders_it_made(tmp_path: Path) -> None:
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError), output_dirs([tmp_path / "new" / "deep", tmp_path / "kept"]):
+        assert (tmp_path / "new" / "deep").is_dir()
+        raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    with pytest.raises(RuntimeError), output_dirs([tmp_path / "a" / "b"]):
+        (tmp_path / "a" / "b" / "written").write_text("x")
+        raise RuntimeError
+    assert (tmp_path / "a" / "b" / "written").is_file()  # something was written: nothing is removed
+    with output_dirs([tmp_path / "c"]):
+        pass
+    assert (tmp_path / "c").is_dir()

@@ -11,18 +11,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import itertools
 import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import numpy as np
 
+from segkit.conventions import MAX_LABEL
 from segkit.errors import DataError, OutputError
 
 if TYPE_CHECKING:
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _COMPOUND_SUFFIXES = (".nii.gz", ".tar.gz", ".tar.bz2")
+
+AFFINE_TOLERANCE: Final = 1e-4
+"""Default largest difference between two affines' entries (mm) for them to describe the same grid."""
 
 
 def split_suffix(name: str) -> tuple[str, str]:
@@ -96,14 +101,18 @@ def write_text(dest: Path, text: str) -> Path:
     return Path(dest)
 
 
-def write_json(dest: Path, obj: Any, *, pretty: bool = True) -> Path:
-    """Write `obj` as JSON to `dest` atomically and return `dest`.
+def json_text(obj: Any, *, pretty: bool = True) -> str:
+    """`obj` as JSON text ending in a newline: paths and numpy values converted (`json_default`).
 
     NaN and infinities are written as JSON ``NaN``/``Infinity`` (Python's json convention, which
     nnU-Net's summary.json also uses).
     """
-    text = json.dumps(obj, indent=2 if pretty else None, sort_keys=False, default=json_default)
-    return write_text(dest, text + "\n")
+    return json.dumps(obj, indent=2 if pretty else None, sort_keys=False, default=json_default) + "\n"
+
+
+def write_json(dest: Path, obj: Any, *, pretty: bool = True) -> Path:
+    """Write `obj` as JSON (see `json_text`) to `dest` atomically and return `dest`."""
+    return write_text(dest, json_text(obj, pretty=pretty))
 
 
 def json_default(obj: Any) -> Any:
@@ -276,6 +285,109 @@ def read_volume(path: Path, *, dtype: Any = None) -> Volume:
     return Volume(path, data, np.asarray(img.affine, dtype=np.float64))
 
 
+class Grid(Protocol):
+    """Anything with a voxel grid: a `Volume` or a `Header`."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Voxels along X, Y, Z (further axes are ignored)."""
+        ...
+
+    @property
+    def affine(self) -> Affine:
+        """(4, 4) voxel-to-world matrix (mm)."""
+        ...
+
+
+def grid_mismatch(a: Grid, b: Grid, tol: float = AFFINE_TOLERANCE) -> str | None:
+    """How the voxel grid of `a` differs from that of `b`, or None when both describe the same grid.
+
+    Two files are on the same grid when their shapes (X, Y, Z) are equal and no entry of their affines
+    differs by more than `tol`. The description says what differs, e.g. ``"shape (30, 32, 32) vs
+    (32, 32, 32)"`` or ``"origin shifted by 30 mm (largest affine difference 30 > tolerance 0.0001)"``;
+    callers prefix the file names.
+    """
+    shape_a = tuple(int(n) for n in a.shape[:3])
+    shape_b = tuple(int(n) for n in b.shape[:3])
+    if shape_a != shape_b:
+        return f"shape {shape_a} vs {shape_b}"
+    affine_a = np.asarray(a.affine, dtype=np.float64)
+    affine_b = np.asarray(b.affine, dtype=np.float64)
+    deviation = float(np.abs(affine_a - affine_b).max())
+    if deviation <= tol:  # written so that a NaN affine is a mismatch
+        return None
+    what = _affine_difference(affine_a, affine_b, tol)
+    return f"{what} (largest affine difference {deviation:.3g} > tolerance {tol:g})"
+
+
+def _affine_difference(a: Affine, b: Affine, tol: float) -> str:
+    """What makes two affines differ: voxel size, axis directions and/or origin."""
+    size_a, size_b = np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)
+    parts = []
+    if not np.abs(size_a - size_b).max() <= tol:
+        parts.append(f"voxel size {_mm(size_a)} mm vs {_mm(size_b)} mm")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        directions_differ = not np.abs(a[:3, :3] / size_a - b[:3, :3] / size_b).max() <= tol
+    if directions_differ:
+        parts.append("axis directions differ")
+    shift = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
+    if not shift <= tol:
+        parts.append(f"origin shifted by {shift:.3g} mm")
+    return ", ".join(parts) or "affines differ"
+
+
+def _mm(size: np.ndarray) -> str:
+    return "x".join(f"{float(s):.4g}" for s in size)
+
+
+def label_problem(data: np.ndarray) -> str | None:
+    """Why `data` is not a BraTS label map, or None when it is one.
+
+    The one rule for every label map segkit reads (references, predictions, ``-seg`` files): finite,
+    integer-valued (any integer or float dtype, or bool) and between 0 and `MAX_LABEL`.
+    """
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)):
+            return "label map holds NaN or infinite values"
+        fractional = data != np.round(data)
+        if fractional.any():
+            sample = ", ".join(f"{v:g}" for v in np.unique(data[fractional])[:3])
+            return f"label map is not integer-valued (e.g. {sample})"
+    elif not (np.issubdtype(data.dtype, np.integer) or data.dtype == np.bool_):
+        return f"label map has unsupported dtype {data.dtype}"
+    if data.size and (data.min() < 0 or data.max() > MAX_LABEL):
+        values = np.unique(data)
+        outside = ", ".join(f"{v:g}" for v in values[(values < 0) | (values > MAX_LABEL)][:5])
+        return f"labels outside 0-{MAX_LABEL}: {outside}"
+    return None
+
+
+def as_labels(volume: Volume, *, role: str | None = None) -> Volume:
+    """`volume` as a label map with uint8 voxels, after checking it with `label_problem`.
+
+    Args:
+        volume: A loaded volume.
+        role: A word naming the file's part in the error message (``"reference"``, ``"prediction"``).
+
+    Raises:
+        DataError: ``[role ]<file>: <problem>``.
+    """
+    problem = label_problem(volume.data)
+    if problem is not None:
+        msg = f"{role + ' ' if role else ''}{volume.path}: {problem}"
+        raise DataError(msg)
+    return Volume(volume.path, volume.data.astype(np.uint8, copy=False), volume.affine)
+
+
+def read_labels(path: Path, *, role: str | None = None) -> Volume:
+    """Read a label map (see `label_problem`) with uint8 voxels.
+
+    Raises:
+        DataError: The file is missing, unreadable, not 3-D, or not a label map; the message names the file.
+    """
+    return as_labels(read_volume(path), role=role)
+
+
 def write_volume(dest: Path, data: np.ndarray, affine: Affine, *, header: Any = None) -> Path:
     """Write a NIfTI volume atomically, keeping `data`'s dtype.
 
@@ -311,3 +423,28 @@ def ensure_writable_dir(path: Path) -> Path:
         msg = f"{path}: output folder is not writable ({err.strerror or err})"
         raise OutputError(msg) from err
     return path
+
+
+@contextlib.contextmanager
+def output_dirs(folders: Iterable[Path]) -> Iterator[None]:
+    """Create `folders` and check that they can be written, for a block that then writes into them.
+
+    Checking first makes a long computation fail in seconds when its results could not be saved. The
+    folders this call creates are removed again, if still empty, when the block fails, so a run that stops
+    before writing anything leaves nothing behind.
+
+    Raises:
+        OutputError: A folder cannot be created or written.
+    """
+    created: list[Path] = []
+    try:
+        for folder in folders:
+            folder = Path(folder)
+            created += itertools.takewhile(lambda p: not p.exists(), (folder, *folder.parents))
+            ensure_writable_dir(folder)
+        yield
+    except BaseException:
+        for path in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only succeeds when empty
+        raise

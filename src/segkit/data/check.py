@@ -15,10 +15,10 @@ from typing import Any, Literal
 import numpy as np
 
 from segkit._parallel import map_cases
-from segkit.conventions import MAX_LABEL, MODALITIES, SEG_SUFFIX
+from segkit.conventions import MODALITIES, SEG_SUFFIX
 from segkit.data.cases import Case, Discovery, discover_cases
 from segkit.errors import DataError
-from segkit.io import Volume, read_volume
+from segkit.io import Volume, label_problem, read_volume
 from segkit.progress import ProgressSink
 
 Severity = Literal["error", "warning"]
@@ -147,9 +147,11 @@ def check_case(
             continue
         data = volume.data
         if kind == SEG_SUFFIX:
-            problem, labels = _check_labels(data)
+            problem = label_problem(data)
             if problem:
                 issues.append(Issue(problem, str(path)))
+            else:
+                labels = tuple(int(v) for v in np.unique(data))
         else:
             issues.extend(Issue(p, str(path)) for p in _check_intensities(data))
         if reference is None:
@@ -183,23 +185,6 @@ def _check_intensities(data: np.ndarray) -> list[str]:
     if not np.any(data):
         problems.append("image is empty (all voxels are zero)")
     return problems
-
-
-def _check_labels(data: np.ndarray) -> tuple[str | None, tuple[int, ...] | None]:
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.all(np.isfinite(data)):
-            return "label map holds NaN or infinite values", None
-        if np.any(data != np.round(data)):
-            sample = np.unique(data[data != np.round(data)])[:3]
-            return f"label map is not integer-valued (e.g. {', '.join(f'{v:g}' for v in sample)})", None
-    elif not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
-        return f"label map has unsupported dtype {data.dtype}", None
-    values = np.unique(data).astype(np.int64)
-    outside = [int(v) for v in values if v < 0 or v > MAX_LABEL]
-    if outside:
-        shown = ", ".join(str(v) for v in outside[:5])
-        return f"labels outside 0-{MAX_LABEL}: {shown}", None
-    return None, tuple(int(v) for v in values)
 
 
 def check_discovery(
