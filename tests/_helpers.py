@@ -20,6 +20,22 @@ def ball(shape=(32, 32, 32), center=(16, 16, 16), radius=4.0) -> np.ndarray:
     return sum((g - c) ** 2 for g, c in zip(grid, center, strict=True)) <= radius**2
 
 
+def spacing_phantom() -> tuple[np.ndarray, np.ndarray]:
+    """Known-answer WT lesions (label 2) for spacing tests, far apart (no dilation merges them).
+
+    Reference: A, 1000 voxels (10^3) and B, 100 voxels (5x5x4, not predicted). Prediction: A exactly, C of
+    30 voxels and D of 15 voxels, both away from every reference lesion. Returns (reference, prediction).
+    """
+    gt = np.zeros((48, 40, 40), dtype=np.uint8)
+    gt[2:12, 2:12, 2:12] = 2  # A
+    gt[30:35, 2:7, 2:6] = 2  # B
+    pred = np.zeros_like(gt)
+    pred[2:12, 2:12, 2:12] = 2  # A
+    pred[2:7, 28:31, 28:30] = 2  # C
+    pred[30:35, 28:31, 35:36] = 2  # D
+    return gt, pred
+
+
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     """Write `data` as NIfTI (identity affine by default)."""
     path.parent.mkdir(parents=True, exist_ok=True)

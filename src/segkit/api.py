@@ -35,13 +35,19 @@ if TYPE_CHECKING:
     from segkit.viz.static import StaticResult
 
 
-def _roots_or_defaults(given: list[Path] | None, defaults: tuple[str, ...]) -> list[Path]:
-    """The roots given explicitly (which must exist), else the default roots that exist."""
+def _roots_or_defaults(given: list[Path] | None, defaults: tuple[str, ...], *, hint: str | None = None) -> list[Path]:
+    """The roots given explicitly (which must exist), else the default roots that exist.
+
+    Raises:
+        DataError: With a `hint` (how to pass roots), when there is no root at all.
+    """
     from segkit.data.cases import existing_roots
 
-    if given is not None:
-        return list(given)
-    return existing_roots(defaults)
+    roots = list(given) if given is not None else existing_roots(defaults)
+    if not roots and hint is not None:
+        msg = f"no data roots found (looked for {', '.join(defaults)} in {Path.cwd()})"
+        raise DataError(msg, hint=hint)
+    return roots
 
 
 def synth(config: SegkitConfig, *, progress: ProgressSink | None = None) -> SynthResult:
@@ -71,10 +77,9 @@ def check(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Chec
     from segkit.data.check import check_roots
 
     cfg = config.check
-    roots = _roots_or_defaults(cfg.roots, DEFAULT_DATA_ROOTS)
-    if not roots:
-        msg = f"no data roots found (looked for {', '.join(DEFAULT_DATA_ROOTS)} in {Path.cwd()})"
-        raise DataError(msg, hint="pass the roots to check: segkit data check ROOT [ROOT ...]")
+    roots = _roots_or_defaults(
+        cfg.roots, DEFAULT_DATA_ROOTS, hint="pass the roots to check: segkit data check ROOT [ROOT ...]"
+    )
     return check_roots(
         roots,
         require_labels=cfg.require_labels,
@@ -353,11 +358,7 @@ def viz_gif(config: SegkitConfig, *, progress: ProgressSink | None = None) -> li
     cfg = config.viz.gif
     root = cfg.root
     if root is None:
-        roots = _roots_or_defaults(None, DEFAULT_DATA_ROOTS)
-        if not roots:
-            msg = f"no data root found (looked for {', '.join(DEFAULT_DATA_ROOTS)} in {Path.cwd()})"
-            raise DataError(msg, hint="pass --root DIR")
-        root = roots[0]
+        root = _roots_or_defaults(None, DEFAULT_DATA_ROOTS, hint="pass --root DIR")[0]
     return make_gifs(
         root,
         cfg.output_dir,
@@ -382,10 +383,7 @@ def data_stats(config: SegkitConfig, *, progress: ProgressSink | None = None) ->
     from segkit.data.stats import dataset_stats
 
     cfg = config.stats
-    roots = _roots_or_defaults(cfg.roots, DEFAULT_DATA_ROOTS)
-    if not roots:
-        msg = f"no data roots found (looked for {', '.join(DEFAULT_DATA_ROOTS)} in {Path.cwd()})"
-        raise DataError(msg, hint="pass the roots: segkit data stats ROOT [ROOT ...]")
+    roots = _roots_or_defaults(cfg.roots, DEFAULT_DATA_ROOTS, hint="pass the roots: segkit data stats ROOT [ROOT ...]")
     return dataset_stats(
         roots,
         cache_dir=cfg.cache_dir if cfg.cache else None,
@@ -397,11 +395,7 @@ def data_stats(config: SegkitConfig, *, progress: ProgressSink | None = None) ->
 
 
 def _viz_roots(given: list[Path] | None) -> list[Path]:
-    roots = _roots_or_defaults(given, DEFAULT_DATA_ROOTS)
-    if not roots:
-        msg = f"no data roots found (looked for {', '.join(DEFAULT_DATA_ROOTS)} in {Path.cwd()})"
-        raise DataError(msg, hint="pass --data-root DIR (repeatable)")
-    return roots
+    return _roots_or_defaults(given, DEFAULT_DATA_ROOTS, hint="pass --data-root DIR (repeatable)")
 
 
 def viz_app(config: SegkitConfig) -> dash.Dash:
@@ -459,7 +453,7 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
     """
     from segkit.evaluation.reports import EvalResult, ReportPaths, summary, write_reports
     from segkit.evaluation.run import EvalSettings, evaluate_folders
-    from segkit.io import ensure_writable_dir
+    from segkit.io import output_dirs
 
     cfg = config.eval
     if cfg.gt is None or cfg.pred is None:
@@ -483,9 +477,8 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
         combined=cfg.combined_output,
         figure=cfg.figure,
     )
-    # Fail before the (long) scoring when a report cannot be written.
-    for folder in {paths.lesion.parent, paths.nnunet.parent, paths.combined.parent, paths.csv.parent}:
-        ensure_writable_dir(folder)
-    evaluation = evaluate_folders(cfg.gt, cfg.pred, settings, progress=progress)
-    write_reports(evaluation, paths, version=__version__, pretty=cfg.pretty)
+    # Fail before the (long) scoring when a report cannot be written; a failed run leaves no empty folder.
+    with output_dirs({paths.lesion.parent, paths.nnunet.parent, paths.combined.parent, paths.csv.parent}):
+        evaluation = evaluate_folders(cfg.gt, cfg.pred, settings, progress=progress)
+        write_reports(evaluation, paths, version=__version__, pretty=cfg.pretty)
     return EvalResult(evaluation, paths, summary(evaluation, paths))

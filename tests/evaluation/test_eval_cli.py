@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from _helpers import spacing_phantom
 from conftest import write_label
 
 from segkit.metrics.lesionwise import OFFICIAL_KEYS, score_case
@@ -70,6 +71,25 @@ def test_report_numbers_equal_the_metric_functions(run_cli, label_pairs, tmp_pat
         direct = score_case(g, p, (1.0, 1.0, 1.0), penalty=337.0)
         assert lesion["cases"][case]["metrics"] == json.loads(json.dumps(direct.regions))
         assert lesion["cases"][case]["hd95_penalty"] == 337.0
+
+
+def test_half_millimetre_cases_use_the_prediction_spacing(run_cli, tmp_path) -> None:
+    # Known answer at 0.5 mm: a 100-voxel GT lesion is 12.5 mm³ and leaves the means (threshold 20 mm³),
+    # while a 30-voxel prediction lesion survives the prediction filter (20 voxels) as a false positive.
+    gt_data, pred_data = spacing_phantom()
+    affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    write_label(tmp_path / "gt" / "case.nii.gz", gt_data, affine)
+    write_label(tmp_path / "pred" / "case.nii.gz", pred_data, affine)
+    out = tmp_path / "out"
+    assert _eval(run_cli, tmp_path / "gt", tmp_path / "pred", out, "--hd95-penalty", "100").code == 0
+    case = json.loads((out / "lesion_metrics.json").read_text())["cases"]["case"]
+    assert case["spacing_mm"] == [0.5, 0.5, 0.5]
+    wt = case["metrics"]["WT"]
+    assert wt["GT_Complete_Volume"] == pytest.approx(1100 * 0.125)
+    assert (wt["Num_TP"], wt["Num_FP"], wt["Num_FN"]) == (1, 1, 0)
+    assert wt["LesionWise_Score_Dice"] == pytest.approx(0.5)
+    assert wt["LesionWise_Score_HD95"] == pytest.approx(50.0)
+    assert [row["counted"] for row in case["lesions"] if row["Label"] == "WT"] == [True, False]
 
 
 def test_json_summary_on_stdout(run_cli, label_pairs, tmp_path) -> None:
@@ -165,6 +185,13 @@ def _affine(path: Path) -> None:
     write_label(path, np.asarray(img.dataobj), affine)
 
 
+def _spacing(path: Path) -> None:
+    img = nib.load(str(path))
+    affine = img.affine.copy()
+    affine[:3, 0] *= 2.0
+    write_label(path, np.asarray(img.dataobj), affine)
+
+
 def _float_labels(path: Path) -> None:
     img = nib.load(str(path))
     data = np.asarray(img.dataobj).astype(np.float32)
@@ -182,9 +209,10 @@ def _range_labels(path: Path) -> None:
 BAD_INPUTS = {
     "corrupt file": (_corrupt, "not a readable NIfTI"),
     "truncated file": (_truncate, "truncated or corrupt"),
-    "shape mismatch": (_shape, "shape (30, 32, 32) differs"),
-    "affine mismatch": (_affine, "affine differs"),
-    "non-integer labels": (_float_labels, "labels are not integers (e.g. 1.5)"),
+    "shape mismatch": (_shape, "grid differs from the reference's (shape (30, 32, 32) vs (32, 32, 32))"),
+    "affine mismatch": (_affine, "grid differs from the reference's (origin shifted by 2 mm"),
+    "spacing mismatch": (_spacing, "grid differs from the reference's (voxel size 2x1x1 mm vs 1x1x1 mm"),
+    "non-integer labels": (_float_labels, "label map is not integer-valued (e.g. 1.5)"),
     "out-of-range labels": (_range_labels, "labels outside 0-4: 7"),
 }
 
@@ -214,7 +242,7 @@ def test_bad_prediction_is_reported_and_the_rest_scored(run_cli, label_pairs, tm
     lines = [line for line in strict.err.splitlines() if line.strip()]
     assert lines[0].startswith(f"error: {case}:")
     assert reason in lines[0]
-    assert not (tmp_path / "strict" / "full_metrics.json").exists()
+    assert not (tmp_path / "strict").exists()  # no report, and no empty folder left behind
 
 
 def test_bad_reference_file_is_reported(run_cli, label_pairs, tmp_path) -> None:
@@ -242,6 +270,7 @@ def test_duplicate_prediction_ids(run_cli, label_pairs, tmp_path) -> None:
     strict = _eval(run_cli, gt, pred, tmp_path / "strict", "--strict")
     assert strict.code == 1
     assert "duplicate case id" in strict.err
+    assert not (tmp_path / "strict").exists()
 
 
 def test_empty_reference_folder_is_one_line_error(run_cli, tmp_path) -> None:
@@ -260,11 +289,20 @@ def test_empty_prediction_folder(run_cli, label_pairs, tmp_path) -> None:
     empty.mkdir()
     out = tmp_path / "out"
     result = _eval(run_cli, gt, empty, out)
-    assert result.code == 0
-    assert "no prediction files" in result.err
-    lesion = json.loads((out / "lesion_metrics.json").read_text())
-    assert all(c["status"] == "missing_prediction" for c in lesion["cases"].values())
-    assert _eval(run_cli, gt, empty, tmp_path / "strict", "--strict").code == 1
+    assert result.code == 1
+    first = result.err.splitlines()[0]
+    assert first.startswith(f"error: {empty}: no prediction file matches any of the 4 reference case(s)")
+    assert "(0 prediction file(s) found)" in first
+    assert not out.exists()  # nothing written, no empty report folder left behind
+
+
+def test_predictions_named_for_other_cases(run_cli, label_pairs, tmp_path) -> None:
+    gt, pred = label_pairs
+    for path in _cases(pred):
+        path.rename(pred / f"other-{path.name}")
+    result = _eval(run_cli, gt, pred, tmp_path / "out")
+    assert result.code == 1
+    assert "no prediction file matches any of the 4 reference case(s) (4 prediction file(s) found)" in result.err
 
 
 def test_missing_arguments_and_bad_options_are_usage_errors(run_cli, label_pairs, tmp_path) -> None:
@@ -278,6 +316,20 @@ def test_missing_arguments_and_bad_options_are_usage_errors(run_cli, label_pairs
     bad_label = _eval(run_cli, gt, pred, tmp_path / "o", "--labels", "5")
     assert bad_label.code == 2
     assert "eval.labels" in bad_label.err
+    for value in ("inf", "1e400", "nan", "-inf", "0"):
+        result = _eval(run_cli, gt, pred, tmp_path / "o", "--hd95-penalty", value)
+        assert result.code == 2, value
+        assert "eval.hd95_penalty" in result.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_is_the_old_scripts_name_for_lesion_output(run_cli, label_pairs, tmp_path) -> None:
+    gt, pred = label_pairs
+    target = tmp_path / "elsewhere" / "x.json"
+    result = run_cli("eval", gt, pred, "--output", target, "--output-dir", tmp_path / "out", "--skip-nnunet", "-j", "1")
+    assert result.code == 0, result.err
+    assert set(json.loads(target.read_text())["cases"]) == {p.name[: -len(".nii.gz")] for p in _cases(gt)}
+    assert not (tmp_path / "out" / "lesion_metrics.json").exists()
 
 
 def test_config_file_and_precedence(run_cli, label_pairs, tmp_path) -> None:

@@ -93,9 +93,16 @@ def test_missing_folders_are_errors(tmp_path: Path) -> None:
         match_cases(tmp_path / "nope", tmp_path / "gt")
 
 
-def test_empty_prediction_folder_is_noted(tmp_path: Path) -> None:
+def test_no_prediction_for_any_reference_case_is_an_error(tmp_path: Path) -> None:
     _touch(tmp_path / "gt" / "a.nii.gz")
+    _touch(tmp_path / "gt" / "b.nii.gz")
     (tmp_path / "pred").mkdir()
+    with pytest.raises(DataError, match=r"no prediction file matches any of the 2 reference case\(s\) \(0 prediction"):
+        match_cases(tmp_path / "gt", tmp_path / "pred")
+    _touch(tmp_path / "pred" / "c.nii.gz")
+    with pytest.raises(DataError, match=r"pred: no prediction file .* \(1 prediction file\(s\) found\)"):
+        match_cases(tmp_path / "gt", tmp_path / "pred")
+    _touch(tmp_path / "pred" / "b_pred.nii.gz")
     matching = match_cases(tmp_path / "gt", tmp_path / "pred")
     assert matching.missing == ("a",)
-    assert any("no prediction files" in note for note in matching.notes)
+    assert [p.name for p in matching.extra] == ["c.nii.gz"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from segkit.evaluation.nnunet_check import compare, find_command
+from segkit.evaluation.matching import CasePair
+from segkit.evaluation.nnunet_check import RunningCheck, compare, find_command
 
 
 def _eval(run_cli, gt: Path, pred: Path, out: Path, *extra: str):
@@ -69,6 +70,21 @@ def test_failing_evaluator_is_recorded(run_cli, label_pairs, tmp_path) -> None:
     assert check["status"] == "failed"
     assert "exit 3" in check["message"]
     assert "boom" in check["message"]
+
+
+def test_staging_failure_is_a_one_line_status_and_leaves_no_temp_folder(tmp_path, monkeypatch) -> None:
+    # The reference is gone by the time the files are staged: no exception escapes, nothing leaks.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    pairs = [CasePair("a", tmp_path / "a.nii.gz", None)]
+    check = RunningCheck(pairs, [1], [1], "nnUNetv2_evaluate_simple", 1)
+    result = check.collect({})
+    assert result.status == "failed"
+    assert result.message.startswith("nnU-Net cross-check not run: cannot stage its files (")
+    assert "a.nii.gz" in result.message
+    assert "\n" not in result.message
+    assert list(scratch.iterdir()) == []
 
 
 def test_compare_counts_exact_and_nan_equal() -> None:

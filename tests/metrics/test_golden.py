@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segkit.evaluation.cases import checked_labels, prediction_spacing
-from segkit.io import read_volume
+from segkit.evaluation.cases import prediction_spacing
+from segkit.io import as_labels, read_volume
 from segkit.metrics.lesionwise import OFFICIAL_KEYS, score_case
 
 GOLDEN = Path(__file__).parent / "golden" / "brats2024"
@@ -33,7 +33,7 @@ def _score(name: str):
     gt = read_volume(GOLDEN / "cases" / f"{name}_gt.nii.gz")
     pred = read_volume(GOLDEN / "cases" / f"{name}_pred.nii.gz")
     spacing = prediction_spacing(pred)
-    return score_case(checked_labels(gt, "gt"), checked_labels(pred, "pred"), spacing, penalty=PENALTY)
+    return score_case(as_labels(gt).data, as_labels(pred).data, spacing, penalty=PENALTY)
 
 
 def test_there_are_twenty_golden_cases() -> None:
@@ -84,7 +84,7 @@ def test_golden_penalty_is_a_parameter() -> None:
     # c10: the prediction is empty, every GT lesion is a miss scored with the penalty.
     gt = read_volume(GOLDEN / "cases" / "c10_empty_pred_gt.nii.gz")
     pred = read_volume(GOLDEN / "cases" / "c10_empty_pred_pred.nii.gz")
-    labels_gt, labels_pred = checked_labels(gt, "gt"), checked_labels(pred, "pred")
+    labels_gt, labels_pred = as_labels(gt).data, as_labels(pred).data
     for penalty in (337.0, 374.0):
         result = score_case(labels_gt, labels_pred, prediction_spacing(pred), penalty=penalty)
         assert result.regions["WT"]["LesionWise_Score_HD95"] == penalty

@@ -5,10 +5,11 @@ from __future__ import annotations
 import cc3d
 import numpy as np
 import pytest
+from _helpers import spacing_phantom
 from scipy import ndimage
 
 from segkit.metrics.lesions import LesionMap, merge_by_dilation, regroup_by_touching, relabel, touching_pairs
-from segkit.metrics.lesionwise import BRATS2024, lesion_maps, score_case
+from segkit.metrics.lesionwise import BRATS2024, auto_penalty, lesion_maps, score_case
 
 
 def _reference_merge(mask: np.ndarray, steps: int) -> np.ndarray:
@@ -143,3 +144,47 @@ def test_score_case_regions_subset_gives_the_same_numbers() -> None:
     only_et = score_case(gt, pred, (1.0, 1.0, 1.0), penalty=100.0, regions=["ET"])
     assert list(only_et.regions) == ["ET"]
     assert only_et.regions["ET"] == full.regions["ET"]
+
+
+def test_thresholds_at_half_millimetre_gt_in_mm3_prediction_in_voxels() -> None:
+    # At 0.5 mm a voxel is 0.125 mm³: B (100 voxels) is 12.5 mm³ <= 20 mm³ and leaves the means, while the
+    # prediction filter counts voxels: C (30 voxels, 3.75 mm³) stays a false positive, D (15 voxels) goes.
+    gt, pred = spacing_phantom()
+    scores = score_case(gt, pred, (0.5, 0.5, 0.5), penalty=100.0, regions=["WT"])
+    wt = scores.regions["WT"]
+    rows = {row.gt_lesion: row for row in scores.lesions}
+    assert [(r.volume, r.counted) for r in rows.values()] == [(125.0, True), (12.5, False)]
+    assert rows[1].dice == 1.0
+    assert rows[1].hd95 == 0.0
+    assert (wt["Num_TP"], wt["Num_FP"], wt["Num_FN"]) == (1, 1, 0)
+    assert wt["LesionWise_Score_Dice"] == pytest.approx(1.0 / 2)  # A, plus C as a false positive
+    assert wt["LesionWise_Score_HD95"] == pytest.approx((0.0 + 100.0) / 2)
+    assert wt["GT_Complete_Volume"] == pytest.approx(1100 * 0.125)
+
+
+def test_volumes_scale_with_anisotropic_voxels() -> None:
+    # 0.9 x 1.2 x 2.5 mm: 2.7 mm³ per voxel, so B (270 mm³) now counts, as a missed lesion.
+    gt, pred = spacing_phantom()
+    scores = score_case(gt, pred, (0.9, 1.2, 2.5), penalty=100.0, regions=["WT"])
+    wt = scores.regions["WT"]
+    voxel = 0.9 * 1.2 * 2.5
+    assert [(r.volume, r.counted) for r in scores.lesions] == [
+        (pytest.approx(1000 * voxel), True),
+        (pytest.approx(100 * voxel), True),
+    ]
+    assert wt["GT_Complete_Volume"] == pytest.approx(1100 * voxel)
+    assert (wt["Num_TP"], wt["Num_FP"], wt["Num_FN"]) == (1, 1, 1)
+    assert wt["LesionWise_Score_Dice"] == pytest.approx(1.0 / 3)
+    assert wt["LesionWise_Score_HD95"] == pytest.approx((0.0 + 100.0 + 100.0) / 3)
+
+
+def test_auto_penalty_keys_on_shape_and_one_millimetre_spacing() -> None:
+    assert auto_penalty((182, 218, 182), (1.0, 1.0, 1.0)) == (337.0, "182x218x182 1 mm grid")
+    assert auto_penalty((240, 240, 155), (1.0, 1.0, 1.0)) == (374.0, "240x240x155 1 mm grid")
+    # float32 zooms of a 1 mm grid are still that grid
+    assert auto_penalty((240, 240, 155), (1.0000001, 0.9999999, 1.0))[0] == 374.0
+    # the same shape at 0.5 mm is half the extent: its own diagonal
+    penalty, rule = auto_penalty((240, 240, 155), (0.5, 0.5, 0.5))
+    assert rule == "volume diagonal"
+    assert penalty == pytest.approx(0.5 * (240**2 + 240**2 + 155**2) ** 0.5)
+    assert auto_penalty((32, 32, 32), (1.0, 1.0, 2.0))[0] == pytest.approx((32**2 + 32**2 + 64**2) ** 0.5)

@@ -23,7 +23,6 @@ from segkit.cli._common import (
 from segkit.config.models import EvalConfig
 from segkit.config.models import field_description as _d
 
-_VOXEL_KEY = {"WT": "(1, 2, 3)", "TC": "(1, 3)", "NETC": "1", "SNFH": "2", "ET": "3", "RC": "4"}
 _MAX_WARNINGS = 10
 
 
@@ -50,7 +49,13 @@ def eval_cmd(
     skip_nnunet: Annotated[bool | None, typer.Option("--skip-nnunet", help=_d(EvalConfig, "skip_nnunet"))] = None,
     nnunet_cmd: Annotated[str | None, typer.Option("--nnunet-cmd", help=_d(EvalConfig, "nnunet_cmd"))] = None,
     lesion_output: Annotated[
-        Path | None, typer.Option("--lesion-output", help=_d(EvalConfig, "lesion_output"), show_default=False)
+        Path | None,
+        typer.Option(
+            "--lesion-output",
+            "--output",
+            help=_d(EvalConfig, "lesion_output") + " --output is the old script's name for it.",
+            show_default=False,
+        ),
     ] = None,
     nnunet_output: Annotated[
         Path | None, typer.Option("--nnunet-output", help=_d(EvalConfig, "nnunet_output"), show_default=False)
@@ -112,6 +117,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def render_summary(summary: dict[str, Any]) -> None:
     """Print the summary table of an evaluation (also used by ``segkit infer --run-evaluation``)."""
+    from segkit.evaluation.reports import voxel_key
+
     console = stdout()
     lesion = summary["lesion"]
     voxel = summary["voxel"]["mean"]
@@ -122,7 +129,7 @@ def render_summary(summary: dict[str, Any]) -> None:
     for region, stats in lesion.items():
         dice, hd = stats["LesionWise_Score_Dice"], stats["LesionWise_Score_HD95"]
         n = dice["n"]
-        key = _VOXEL_KEY.get(region)
+        key = voxel_key(region)
         table.add_row(
             region,
             f"{_fmt(dice['mean'])}±{_fmt(dice['std'], 3)}",

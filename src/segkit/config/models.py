@@ -215,7 +215,7 @@ class VizStaticConfig(Strict):
         None,
         ge=0.0,
         le=1.0,
-        description="Slice position, 0-1 from the patient's right/posterior/inferior edge (default 0.5).",
+        description="Slice position, 0-1 from the patient's left/posterior/inferior edge (default 0.5).",
     )
     index: int | None = Field(None, ge=0, description="Slice index in the file's voxel grid (instead of --fraction).")
     modality: ModalityName = Field("t1c", description="Modality of the orthogonal layout.")
@@ -272,7 +272,7 @@ class VizAppConfig(Strict):
     )
     host: str = Field("127.0.0.1", description=_HOST_HELP)
     port: int = Field(8050, ge=1, le=65535, description="Port to listen on.")
-    debug: bool = Field(False, description="Dash debug mode with hot reload (development only).")
+    debug: bool = Field(False, description="Dash debug mode with hot reload (development only; loopback --host only).")
     open_browser: bool = Field(False, description="Open the app in the default browser once it runs.")
     cache_cases: int = Field(4, ge=1, le=64, description="Cases kept loaded in memory (least recently used dropped).")
     percentiles: Percentiles = Field((0.5, 99.5), description=_PERCENTILES_HELP)
@@ -283,7 +283,7 @@ class VizStatsConfig(Strict):
 
     host: str = Field("127.0.0.1", description=_HOST_HELP)
     port: int = Field(8050, ge=1, le=65535, description="Port to listen on.")
-    debug: bool = Field(False, description="Dash debug mode with hot reload (development only).")
+    debug: bool = Field(False, description="Dash debug mode with hot reload (development only; loopback --host only).")
     open_browser: bool = Field(False, description="Open the app in the default browser once it runs.")
 
 
@@ -348,10 +348,10 @@ class EvalConfig(Strict):
         [1, 2, 3, 4], min_length=1, description="Labels to score as regions (1 NETC, 2 SNFH, 3 ET, 4 RC)."
     )
     omit_aggregates: bool = Field(False, description="Skip the WT and TC aggregate regions.")
-    hd95_penalty: Literal["auto"] | Annotated[float, Field(gt=0)] = Field(
+    hd95_penalty: Literal["auto"] | Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
         "auto",
-        description="HD95 of a missed or spurious lesion in mm: auto = 337 on 182x218x182, 374 on 240x240x155, "
-        "else the volume diagonal; or a number (the official 2024 scorer uses 337 everywhere).",
+        description="HD95 of a missed or spurious lesion in mm: auto = 337 on the 182x218x182 and 374 on the "
+        "240x240x155 1 mm grids, else the volume diagonal; or a number (the official 2024 scorer uses 337 everywhere).",
     )
     affine_tolerance: float = Field(
         1e-4, gt=0, description="Largest allowed difference between GT and prediction affines."

@@ -15,7 +15,7 @@ import numpy as np
 from segkit.conventions import MAX_LABEL
 from segkit.errors import DataError
 from segkit.evaluation.matching import CasePair
-from segkit.io import Volume, read_volume
+from segkit.io import Volume, as_labels, grid_mismatch, read_labels, read_volume
 from segkit.metrics.lesionwise import PROTOCOLS, CaseLesionScores, auto_penalty, score_case
 from segkit.metrics.voxel import LabelOrRegion, voxel_metrics
 
@@ -54,7 +54,7 @@ class CaseResult:
         shape: Voxels along X, Y, Z.
         spacing: Voxel size (mm) used for distances and volumes (the prediction's, as in the reference).
         penalty: HD95 penalty used (mm).
-        penalty_rule: Why that penalty (``"explicit"``, ``"182x218x182 grid"``, ``"volume diagonal"``, ...).
+        penalty_rule: Why that penalty (``"explicit"``, ``"182x218x182 1 mm grid"``, ``"volume diagonal"``, ...).
         lesion: Lesion-wise scores.
         voxel: nnU-Net-style voxel metrics by key.
         seconds: Wall time per stage (``load``, ``lesion``, ``voxel``, ``total``).
@@ -79,34 +79,6 @@ class CaseResult:
         return self.status != "error"
 
 
-def checked_labels(volume: Volume, role: str) -> np.ndarray:
-    """The label map of `volume` as uint8, after checking it holds integer labels 0..4.
-
-    Raises:
-        DataError: Non-finite, non-integer or out-of-range values; the message names the file.
-    """
-    data = volume.data
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.all(np.isfinite(data)):
-            msg = f"{role} {volume.path}: label map holds NaN or infinite values"
-            raise DataError(msg)
-        fractional = data != np.round(data)
-        if fractional.any():
-            sample = ", ".join(f"{v:g}" for v in np.unique(data[fractional])[:3])
-            msg = f"{role} {volume.path}: labels are not integers (e.g. {sample})"
-            raise DataError(msg)
-    elif not (np.issubdtype(data.dtype, np.integer) or data.dtype == np.bool_):
-        msg = f"{role} {volume.path}: unsupported label dtype {data.dtype}"
-        raise DataError(msg)
-    low, high = data.min(), data.max()
-    if low < 0 or high > MAX_LABEL:
-        values = np.unique(data)
-        outside = ", ".join(f"{v:g}" for v in values[(values < 0) | (values > MAX_LABEL)][:5])
-        msg = f"{role} {volume.path}: labels outside 0-{MAX_LABEL}: {outside}"
-        raise DataError(msg)
-    return data.astype(np.uint8, copy=False)
-
-
 def prediction_spacing(volume: Volume) -> tuple[float, float, float]:
     """Voxel size as the reference scorer sees it: the affine's column norms stored as float32 zooms."""
     sx, sy, sz = (float(np.float32(s)) for s in volume.spacing)
@@ -114,23 +86,16 @@ def prediction_spacing(volume: Volume) -> tuple[float, float, float]:
 
 
 def _load(pair: CasePair, tolerance: float) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    gt_volume = read_volume(pair.gt)
-    gt = checked_labels(gt_volume, "reference")
+    gt_volume = read_labels(pair.gt, role="reference")
     if pair.pred is None:
-        return gt, np.zeros_like(gt), prediction_spacing(gt_volume)
+        return gt_volume.data, np.zeros_like(gt_volume.data), prediction_spacing(gt_volume)
     pred_volume = read_volume(pair.pred)
-    if pred_volume.shape != gt_volume.shape:
-        msg = f"prediction {pair.pred}: shape {pred_volume.shape} differs from the reference's {gt_volume.shape}"
+    mismatch = grid_mismatch(pred_volume, gt_volume, tolerance)
+    if mismatch is not None:
+        msg = f"prediction {pair.pred}: grid differs from the reference's ({mismatch})"
         raise DataError(msg)
-    deviation = float(np.abs(pred_volume.affine - gt_volume.affine).max())
-    if deviation > tolerance:
-        msg = (
-            f"prediction {pair.pred}: affine differs from the reference's "
-            f"(largest difference {deviation:.3g} > tolerance {tolerance:g})"
-        )
-        raise DataError(msg)
-    pred = checked_labels(pred_volume, "prediction")
-    return gt, pred, prediction_spacing(pred_volume)
+    pred_volume = as_labels(pred_volume, role="prediction")
+    return gt_volume.data, pred_volume.data, prediction_spacing(pred_volume)
 
 
 def evaluate_case(pair: CasePair, options: CaseOptions) -> CaseResult:

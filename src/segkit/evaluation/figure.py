@@ -14,18 +14,17 @@ if TYPE_CHECKING:
 def render_png(evaluation: Evaluation) -> bytes:
     """Two panels (lesion-wise Dice, lesion-wise HD95), one box per region with every case as a dot.
 
-    Uses matplotlib's object API with the Agg canvas: no pyplot, no global backend change, no display.
+    Uses matplotlib's object API with the Agg canvas (`segkit.viz.export.headless_figure`): no pyplot, no
+    global backend change, no display.
 
     Returns:
         The PNG file's bytes.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from segkit.viz.export import headless_figure
 
     regions = list(evaluation.settings.regions())
     scored = [c for c in evaluation.scored if c.lesion is not None]
-    figure = Figure(figsize=(max(6.0, 1.4 * len(regions) + 2.0), 6.5), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = headless_figure((max(6.0, 1.4 * len(regions) + 2.0), 6.5), dpi=110, layout="constrained")
     axes = figure.subplots(2, 1, sharex=True)
     panels = (
         ("LesionWise_Score_Dice", "lesion-wise Dice", (0.0, 1.02)),

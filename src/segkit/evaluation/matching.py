@@ -72,6 +72,19 @@ def _nifti_files(folder: Path) -> list[Path]:
     )
 
 
+def prediction_files(folder: Path) -> dict[str, list[Path]]:
+    """NIfTI files directly in `folder` by case id (`case_id_of`); a list, so that duplicates can be reported.
+
+    ``segkit eval`` and the viewer's ``--pred-dir`` find predictions with this one rule.
+    """
+    found: dict[str, list[Path]] = {}
+    for path in _nifti_files(Path(folder)):
+        case_id = case_id_of(path.name)
+        assert case_id is not None
+        found.setdefault(case_id, []).append(path)
+    return found
+
+
 def reference_files(gt: Path) -> tuple[dict[str, list[Path]], list[str]]:
     """Label files of a reference folder, by case id (a list: duplicates are kept to be reported).
 
@@ -109,20 +122,22 @@ def match_cases(gt: Path, pred: Path) -> Matching:
         pred: Prediction folder.
 
     Raises:
-        DataError: If either folder does not exist, or the reference holds no label file.
+        DataError: If either folder does not exist, the reference holds no label file, or no prediction
+            file belongs to a reference case (a wrong folder or naming scheme, not a bad prediction).
     """
     references, notes = reference_files(gt)
     pred = Path(pred)
     if not pred.is_dir():
         msg = f"{pred}: prediction folder not found" if not pred.exists() else f"{pred}: predictions are not a folder"
         raise DataError(msg)
-    predictions: dict[str, list[Path]] = {}
-    for path in _nifti_files(pred):
-        case_id = case_id_of(path.name)
-        assert case_id is not None
-        predictions.setdefault(case_id, []).append(path)
-    if not predictions:
-        notes.append(f"{pred}: no prediction files; every case is scored as an empty prediction")
+    predictions = prediction_files(pred)
+    if not any(case_id in references for case_id in predictions):
+        n_files = sum(len(paths) for paths in predictions.values())
+        msg = (
+            f"{pred}: no prediction file matches any of the {len(references)} reference case(s) "
+            f"({n_files} prediction file(s) found)"
+        )
+        raise DataError(msg, hint="predictions are named <case>.nii.gz, or <case> with -seg, _seg, -pred or _pred")
     problems: dict[str, str] = {}
     pairs: list[CasePair] = []
     for case_id in sorted(references):

@@ -16,6 +16,7 @@ Two ways to run it:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from segkit.errors import SegkitError
 from segkit.evaluation.matching import CasePair
 from segkit.io import link_or_copy, split_suffix
 
@@ -152,19 +154,33 @@ class RunningCheck:
         command: str,
         processes: int,
     ) -> None:
-        self._folder = Path(tempfile.mkdtemp(prefix="segkit-nnunet-"))
-        self._output = self._folder / "summary.json"
+        self._folder: Path | None = None
         self._process: subprocess.Popen[str] | None = None
         self._start = time.perf_counter()
         self._early: NnunetCheck | None = None
         self._api = command == API
         self._keys = [str(k) for k in keys] if self._api else [str(label) for label in labels]
         self.command: list[str] = []
-        reason = _stage(pairs, self._folder) if pairs else "no cases"
-        if reason:
-            self._early = NnunetCheck("skipped", f"nnU-Net cross-check skipped: {reason}")
+        if not pairs:
+            self._early = NnunetCheck("skipped", "nnU-Net cross-check skipped: no cases")
             return
-        gt_dir, pred_dir = str(self._folder / "gt"), str(self._folder / "pred")
+        with contextlib.ExitStack() as cleanup:
+            try:
+                folder = Path(tempfile.mkdtemp(prefix="segkit-nnunet-"))
+                cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+                reason = _stage(pairs, folder)
+            except (OSError, SegkitError) as err:
+                # The cross-check is optional: a staging failure is reported, never fatal.
+                detail = " ".join(str(err).split()) or type(err).__name__  # one line
+                self._early = NnunetCheck("failed", f"nnU-Net cross-check not run: cannot stage its files ({detail})")
+                return
+            if reason:
+                self._early = NnunetCheck("skipped", f"nnU-Net cross-check skipped: {reason}")
+                return
+            cleanup.pop_all()  # staged: the folder lives until `cancel`
+        self._folder = folder
+        self._output = folder / "summary.json"
+        gt_dir, pred_dir = str(folder / "gt"), str(folder / "pred")
         if self._api:
             keys_json = json.dumps([list(k) if isinstance(k, tuple) else k for k in keys])
             self.command = [sys.executable, "-c", _API_SCRIPT, gt_dir, pred_dir, str(self._output), str(processes)]
@@ -183,7 +199,7 @@ class RunningCheck:
         env = dict(os.environ)
         # nnU-Net warns at import when its folders are unset; they are irrelevant to evaluation.
         for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            env.setdefault(var, str(self._folder))
+            env.setdefault(var, str(folder))
         try:
             self._process = subprocess.Popen(
                 self.command,
@@ -225,7 +241,8 @@ class RunningCheck:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.communicate()
-        shutil.rmtree(self._folder, ignore_errors=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def compare(

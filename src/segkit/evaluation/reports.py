@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from segkit.conventions import LABELS
-from segkit.evaluation.run import AGGREGATES, Evaluation
-from segkit.io import atomic_path, json_default, write_text
-from segkit.metrics.lesionwise import OFFICIAL_KEYS, PROTOCOLS, summary_statistics
+from segkit.conventions import REGIONS
+from segkit.evaluation.run import Evaluation
+from segkit.io import atomic_path, json_text, write_text
+from segkit.metrics.lesionwise import OFFICIAL_KEYS, summary_statistics
 from segkit.metrics.voxel import nnunet_summary
 
 DEFAULT_NAMES = {
@@ -134,15 +134,15 @@ def nnunet_report(evaluation: Evaluation) -> dict[str, Any]:
     return nnunet_summary(cases, voxel_keys(evaluation))
 
 
+def voxel_key(region: str) -> str:
+    """The nnU-Net summary key of a region of `REGIONS`: ``ET`` -> ``"3"``, ``WT`` -> ``"(1, 2, 3)"``."""
+    labels = REGIONS[region]
+    return str(labels[0]) if len(labels) == 1 else str(labels)
+
+
 def key_name(key: str) -> str:
-    """A readable name for an nnU-Net key: ``"3"`` -> ``ET``, ``"(1, 2, 3)"`` -> ``WT``."""
-    protocol = PROTOCOLS["brats2024"]
-    for name in AGGREGATES:
-        if key == str(protocol.region(name).labels):
-            return name
-    if key.isdigit() and int(key) in LABELS:
-        return LABELS[int(key)]
-    return key
+    """A readable name for an nnU-Net key (inverse of `voxel_key`): ``"3"`` -> ``ET``, ``"(1, 2, 3)"`` -> ``WT``."""
+    return next((name for name in REGIONS if voxel_key(name) == key), key)
 
 
 def csv_text(evaluation: Evaluation) -> str:
@@ -226,12 +226,6 @@ def manifest(evaluation: Evaluation, paths: ReportPaths, version: str) -> dict[s
     }
 
 
-def _json_text(obj: Any, pretty: bool) -> str:
-    import json
-
-    return json.dumps(obj, indent=2 if pretty else None, default=json_default) + "\n"
-
-
 def write_reports(evaluation: Evaluation, paths: ReportPaths, *, version: str, pretty: bool = False) -> ReportPaths:
     """Render every report, then write them (each atomically).
 
@@ -239,8 +233,8 @@ def write_reports(evaluation: Evaluation, paths: ReportPaths, *, version: str, p
         OutputError: If an output folder cannot be written.
     """
     texts = {
-        paths.lesion: _json_text(lesion_report(evaluation), pretty),
-        paths.nnunet: _json_text(nnunet_report(evaluation), pretty),
+        paths.lesion: json_text(lesion_report(evaluation), pretty=pretty),
+        paths.nnunet: json_text(nnunet_report(evaluation), pretty=pretty),
         paths.csv: csv_text(evaluation),
     }
     figure_png = None
@@ -248,7 +242,7 @@ def write_reports(evaluation: Evaluation, paths: ReportPaths, *, version: str, p
         from segkit.evaluation.figure import render_png
 
         figure_png = render_png(evaluation)
-    texts[paths.combined] = _json_text(manifest(evaluation, paths, version), pretty)
+    texts[paths.combined] = json_text(manifest(evaluation, paths, version), pretty=pretty)
     for path, text in texts.items():
         if path == paths.combined:
             continue

@@ -20,7 +20,7 @@ from segkit.errors import ConfigError, DataError
 from segkit.evaluation.cases import CaseOptions, CaseResult, evaluate_case
 from segkit.evaluation.matching import CasePair, Matching, match_cases
 from segkit.evaluation.nnunet_check import NnunetCheck, RunningCheck
-from segkit.io import read_header
+from segkit.io import grid_mismatch, read_header
 from segkit.metrics.lesionwise import PROTOCOLS
 from segkit.metrics.voxel import LabelOrRegion
 from segkit.progress import NullProgress, ProgressSink
@@ -108,7 +108,7 @@ class Evaluation:
         return {c.case_id: c.reason or "" for c in self.cases if not c.scored}
 
     def penalties(self) -> dict[str, Any]:
-        """The penalties used and why, e.g. ``{"337.0": "182x218x182 grid"}``."""
+        """The penalties used and why, e.g. ``{"337": "182x218x182 1 mm grid"}``."""
         out: dict[str, Any] = {}
         for case in self.scored:
             out.setdefault(f"{case.penalty:g}", case.penalty_rule)
@@ -148,7 +148,8 @@ def evaluate_folders(
 
     Raises:
         ConfigError: Invalid settings.
-        DataError: A folder is missing or the reference is empty; with ``strict``, any problem with a case.
+        DataError: A folder is missing, the reference is empty or no prediction belongs to a reference case;
+            with ``strict``, any problem with a case.
     """
     start = time.perf_counter()
     validate_settings(settings)
@@ -163,11 +164,9 @@ def evaluate_folders(
     if matching.extra:
         shown = ", ".join(p.name for p in matching.extra[:5]) + (" ..." if len(matching.extra) > 5 else "")
         warnings.append(f"{len(matching.extra)} prediction file(s) without a reference, ignored: {shown}")
-    if settings.strict:
+    if settings.strict and matching.problems:
         fatal = [f"{cid}: {reason}" for cid, reason in matching.problems.items()]
-        fatal += [n for n in matching.notes if "no prediction files" in n]
-        if fatal:
-            raise DataError(fatal[0], hint=f"{len(fatal)} problem(s); run without --strict to score the rest")
+        raise DataError(fatal[0], hint=f"{len(fatal)} problem(s); run without --strict to score the rest")
 
     options = CaseOptions(
         protocol=settings.protocol,
@@ -232,7 +231,7 @@ def _headers_agree(pair: CasePair, tolerance: float) -> bool:
         gt, pred = read_header(pair.gt), read_header(pair.pred)
     except DataError:
         return False
-    return gt.shape == pred.shape and float(abs(gt.affine - pred.affine).max()) <= tolerance
+    return grid_mismatch(pred, gt, tolerance) is None
 
 
 def _header_ok(path: Path) -> bool:

@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 import cc3d
 import numpy as np
 from scipy import ndimage
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
-from segkit.metrics.morphology import Box, dilate, grow, union
+from segkit.metrics.morphology import MAX_CLUSTER_BOXES, Box, cluster_boxes, dilate, grow, union
 
 _TISSUE_SHIFT = 26
 """Bits reserved for the lesion number when several tissues' lesion maps are packed into one array."""
@@ -68,19 +66,6 @@ class LesionMap:
         return cls(np.zeros(shape, dtype=np.int32))
 
 
-_MAX_CLUSTER_COMPONENTS = 2000
-"""Above this many components the pairwise box test costs more than dilating the whole crop."""
-
-
-def _clusters(found: Sequence[Box], reach: int) -> list[np.ndarray]:
-    """Group boxes whose copies grown by `reach` voxels overlap; returns arrays of indices into `found`."""
-    lo = np.array([[s.start for s in box] for box in found]) - reach
-    hi = np.array([[s.stop for s in box] for box in found]) + reach
-    overlap = np.all((lo[:, None, :] < hi[None, :, :]) & (lo[None, :, :] < hi[:, None, :]), axis=2)
-    n_groups, group = connected_components(csr_matrix(overlap), directed=False)
-    return [np.flatnonzero(group == g) for g in range(n_groups)]
-
-
 def _first_voxels(components: np.ndarray, n: int) -> np.ndarray:
     """Flat index of the first voxel (C order) of components 1..n numbered in order of appearance."""
     flat = components.ravel()
@@ -112,7 +97,7 @@ def merge_by_dilation(mask: np.ndarray, steps: int, *, min_size: float | None = 
     if not found:
         return LesionMap.empty(shape)
     # Dilations of two components can only connect if their boxes grown by steps + 1 overlap.
-    groups = [np.arange(len(found))] if len(found) > _MAX_CLUSTER_COMPONENTS else _clusters(found, steps + 1)
+    groups = [np.arange(len(found))] if len(found) > MAX_CLUSTER_BOXES else cluster_boxes(found, steps + 1)
     clusters: list[tuple[Box, np.ndarray, np.ndarray]] = []  # box, member mask, dilated components
     firsts: list[tuple[tuple[int, ...], int, int]] = []  # first voxel (global), cluster, local number
     for members in groups:

@@ -102,18 +102,26 @@ BRATS2024: Final = Protocol(
 PROTOCOLS: Final = {BRATS2024.name: BRATS2024}
 
 KNOWN_GRID_PENALTIES: Final = {(182, 218, 182): 337.0, (240, 240, 155): 374.0}
-"""HD95 penalty by grid: the rounded diagonal (mm) of the BraTS 2024 MNI grid and of the SRI grid."""
+"""HD95 penalty by grid: the rounded diagonal (mm) of the BraTS 2024 MNI grid and of the SRI grid (both 1 mm)."""
+
+KNOWN_GRID_SPACING_TOLERANCE: Final = 0.01
+"""How far (mm) each voxel size may be from 1 mm for a grid of a known shape to count as that grid."""
 
 
 def auto_penalty(shape: Sequence[int], spacing: Sequence[float]) -> tuple[float, str]:
     """The HD95 penalty for a grid and a short note saying why.
 
+    The BraTS values belong to the 1 mm grids they were computed for: the same shape at another voxel size
+    (e.g. 240x240x155 at 0.5 mm) is a different extent and gets its own diagonal.
+
     Returns:
-        337 on 182x218x182, 374 on 240x240x155 (the values BraTS uses), else the volume diagonal in mm.
+        337 on the 182x218x182 1 mm MNI grid, 374 on the 240x240x155 1 mm SRI grid (the values BraTS uses),
+        else the volume diagonal in mm.
     """
     key = tuple(int(s) for s in shape)
-    if key in KNOWN_GRID_PENALTIES:
-        return KNOWN_GRID_PENALTIES[key], "x".join(map(str, key)) + " grid"
+    one_mm = all(abs(float(s) - 1.0) <= KNOWN_GRID_SPACING_TOLERANCE for s in spacing)
+    if key in KNOWN_GRID_PENALTIES and one_mm:
+        return KNOWN_GRID_PENALTIES[key], "x".join(map(str, key)) + " 1 mm grid"
     diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True)))
     return diagonal, "volume diagonal"
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 Box = tuple[slice, slice, slice]
 
@@ -45,6 +47,27 @@ def union(a: Box | None, b: Box | None) -> Box | None:
         return a
     out = [slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True)]
     return (out[0], out[1], out[2])
+
+
+MAX_CLUSTER_BOXES = 2000
+"""Above this many boxes the pairwise test of `cluster_boxes` costs more than one pass over the whole crop."""
+
+
+def cluster_boxes(boxes: Sequence[Box], reach: int) -> list[np.ndarray]:
+    """Group boxes whose copies grown by `reach` voxels on every side overlap (transitively).
+
+    Objects in different groups are more than ``2 * reach`` voxels apart along some axis, so an operation
+    that reaches at most `reach` voxels from each object sees the objects of one group only. The test is
+    pairwise (quadratic in the number of boxes): above `MAX_CLUSTER_BOXES` callers make one dense pass.
+
+    Returns:
+        One array of indices into `boxes` per group, groups ordered by their smallest index.
+    """
+    lo = np.array([[s.start for s in box] for box in boxes]) - reach
+    hi = np.array([[s.stop for s in box] for box in boxes]) + reach
+    overlap = np.all((lo[:, None, :] < hi[None, :, :]) & (lo[None, :, :] < hi[:, None, :]), axis=2)
+    n_groups, group = connected_components(csr_matrix(overlap), directed=False)
+    return [np.flatnonzero(group == g) for g in range(n_groups)]
 
 
 def relative(inner: Box, outer: Box) -> Box:

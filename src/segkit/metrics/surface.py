@@ -25,12 +25,10 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 from scipy import ndimage
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from segkit.metrics._surfel_table import NORMALS_X8
-from segkit.metrics.morphology import Box, bounding_box
+from segkit.metrics.morphology import MAX_CLUSTER_BOXES, Box, bounding_box, cluster_boxes, union
 
 Spacing3 = tuple[float, float, float]
 
@@ -38,8 +36,6 @@ Spacing3 = tuple[float, float, float]
 _EDT_SECONDS_PER_VOXEL = 85e-9
 _TREE_SECONDS_PER_TARGET = 0.1e-6
 _TREE_SECONDS_PER_QUERY = 1.5e-6
-
-_MAX_CLUSTER_OBJECTS = 2000
 
 _DENSE_VOXELS = 200_000
 """Crops larger than this, and mostly empty, are split into clusters of objects (see `_surfel_points`)."""
@@ -119,18 +115,15 @@ def _cluster_boxes(occupied: np.ndarray) -> list[tuple[Box, np.ndarray | None]]:
     components = cc3d.connected_components(occupied, connectivity=26)
     found = list(ndimage.find_objects(components))
     # The pairwise box test is quadratic; with very many specks one dense pass is cheaper.
-    if len(found) <= 1 or len(found) > _MAX_CLUSTER_OBJECTS:
+    if len(found) <= 1 or len(found) > MAX_CLUSTER_BOXES:
         return [((slice(0, occupied.shape[0]), slice(0, occupied.shape[1]), slice(0, occupied.shape[2])), None)]
-    lo = np.array([[s.start - 1 for s in f] for f in found])
-    hi = np.array([[s.stop + 1 for s in f] for f in found])
-    overlap = np.all((lo[:, None, :] < hi[None, :, :]) & (lo[None, :, :] < hi[:, None, :]), axis=2)
-    n_groups, group = connected_components(csr_matrix(overlap), directed=False)
+    boxes: list[Box] = [(f[0], f[1], f[2]) for f in found]
     out: list[tuple[Box, np.ndarray | None]] = []
-    for g in range(n_groups):
-        members = np.flatnonzero(group == g)
-        box_lo = np.maximum(lo[members].min(axis=0) + 1, 0)
-        box_hi = np.minimum(hi[members].max(axis=0) - 1, occupied.shape)
-        box: Box = (slice(box_lo[0], box_hi[0]), slice(box_lo[1], box_hi[1]), slice(box_lo[2], box_hi[2]))
+    for members in cluster_boxes(boxes, 1):
+        box: Box | None = None
+        for m in members:
+            box = union(box, boxes[m])
+        assert box is not None
         out.append((box, np.isin(components[box], members + 1)))
     return out
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segkit.viz.arch import Architecture, PlansLocation, Stage
+from segkit.viz.export import headless_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -50,15 +51,6 @@ def _subtitle(arch: Architecture) -> str:
 def _title(arch: Architecture) -> str:
     where = " · ".join(p for p in (arch.dataset, arch.plans_name, arch.configuration) if p)
     return f"{arch.class_short}  ({where})"
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), facecolor="white")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _box(ax: Axes, x: float, y: float, w: float, h: float, colour: str, **kwargs: Any) -> None:
@@ -106,7 +98,7 @@ def overview_figure(arch: Architecture) -> Figure:
         return 0.35 + 0.45 * math.log(max(vox, 1) + 1) / math.log(max_vox + 1)
 
     span = 2 * (n - 1) + shift
-    fig = _new_figure(max(9.0, 1.55 * (span + 2)), max(5.0, 1.3 * (n + 1.2)))
+    fig = headless_figure((max(9.0, 1.55 * (span + 2)), max(5.0, 1.3 * (n + 1.2))))
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.86))
     ax.set_axis_off()
     positions: dict[int, tuple[float, float]] = {}
@@ -215,7 +207,7 @@ def detailed_figure(arch: Architecture) -> Figure:
         rows.append((f"decoder {s.index}\n{s.features} ch · {_x(s.size)}", items))
     widest = max(sum(w + 0.15 for *_, w in items) for _, items in rows)
     label_w = 2.3
-    fig = _new_figure(max(10.0, 0.95 * (widest + label_w) + 0.5), 0.62 * len(rows) + 1.3)
+    fig = headless_figure((max(10.0, 0.95 * (widest + label_w) + 0.5), 0.62 * len(rows) + 1.3))
     ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 1.15 / (0.62 * len(rows) + 1.3)))
     ax.set_axis_off()
     for r, (label, items) in enumerate(rows):

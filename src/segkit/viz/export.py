@@ -65,13 +65,6 @@ def png_data_uri(rgb: RGBImage) -> str:
     return "data:image/png;base64," + base64.b64encode(encode_png(rgb)).decode("ascii")
 
 
-def write_png(dest: Path, rgb: RGBImage) -> Path:
-    """Write an (H, W, 3) uint8 image as PNG, atomically."""
-    with atomic_path(Path(dest)) as tmp:
-        Path(tmp).write_bytes(encode_png(rgb, compress_level=6))
-    return Path(dest)
-
-
 def write_gif(dest: Path, frames: IndexedFrames, *, frame_ms: int = 80, loop: int = 0) -> Path:
     """Write palette-indexed frames as an animated GIF with imageio, atomically.
 
@@ -201,17 +194,27 @@ def panel_figure(spec: FigureSpec, *, pyplot: bool = False, inches_per_panel: fl
     return fig
 
 
+def headless_figure(size: tuple[float, float], **kwargs: Any) -> Figure:
+    """A white matplotlib figure on its own Agg canvas: no pyplot state, no display, safe in threads.
+
+    Args:
+        size: Width and height in inches.
+        kwargs: Further `matplotlib.figure.Figure` arguments (``dpi``, ``layout``, ...).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, **{"facecolor": "white", **kwargs})
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _new_figure(size: tuple[float, float], *, pyplot: bool) -> Figure:
     if pyplot:
         import matplotlib.pyplot as plt
 
         return plt.figure(figsize=size, facecolor="white")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, facecolor="white")
-    FigureCanvasAgg(fig)
-    return fig
+    return headless_figure(size)
 
 
 def save_figure(fig: Figure, dest: Path, *, dpi: int = 150, **kwargs: Any) -> Path:
