@@ -300,6 +300,28 @@ def test_cli_errors_are_one_line(run_cli, tmp_path: Path, monkeypatch, args, cod
     assert len([line for line in result.err.splitlines() if line.strip()]) == 1
 
 
+def test_cli_seed_config_flag_is_a_one_line_error_with_a_hint(run_cli, tmp_path: Path, monkeypatch) -> None:
+    # The old script took `--config 3d_fullres`; in segkit --config is the run config (YAML).
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("viz", "arch", PLAIN, "--config", "3d_fullres")
+    assert result.code == 2
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert lines == [
+        "error: 3d_fullres: run config not found (--config)",
+        "hint: the plans configuration is -C/--configuration (--config is a run-config YAML)",
+    ]
+    missing_yaml = run_cli("viz", "arch", PLAIN, "-c", "run.yaml")
+    assert missing_yaml.code == 2
+    assert missing_yaml.err.strip() == "error: run.yaml: run config not found (--config)"  # no hint: a YAML name
+    (tmp_path / "folder.yaml").mkdir()
+    folder = run_cli("eval", "gt", "pred", "--config", "folder.yaml")  # the same check on every command
+    assert folder.code == 2
+    assert folder.err.strip() == "error: folder.yaml: --config needs a run-config YAML file, not a folder"
+    (tmp_path / "run.yaml").write_text("viz:\n  arch:\n    dpi: 40\n")
+    ok = run_cli("viz", "arch", PLAIN, "-c", "run.yaml", "-o", tmp_path / "x.png")
+    assert ok.code == 0, ok.err
+
+
 def test_cli_unreadable_plans(run_cli, tmp_path: Path) -> None:
     bad = tmp_path / "plans.json"
     bad.write_text("[]")

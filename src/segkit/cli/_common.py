@@ -6,7 +6,6 @@ option is described once (in `segkit.config.models`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -18,17 +17,43 @@ from rich.console import Console
 
 from segkit.config.load import load_config
 from segkit.config.models import SegkitConfig
+from segkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from segkit.cli._progress import RichProgressSink
+
+YAML_SUFFIXES = (".yml", ".yaml")
+CONFIG_HINT = "the plans configuration is -C/--configuration (--config is a run-config YAML)"
+
+
+def check_config_path(value: Path | None) -> Path | None:
+    """Callback of ``--config``: the run config must be an existing file.
+
+    A bad value is a one-line `ConfigError` naming the file (exit 2), not click's usage block. The old
+    scripts' ``--config 3d_fullres`` meant a plans configuration, so a value that is not a YAML file name
+    gets a hint pointing to ``-C/--configuration``.
+
+    Raises:
+        ConfigError: The file does not exist or is a folder.
+    """
+    if value is None:
+        return None
+    hint = None if value.suffix.lower() in YAML_SUFFIXES else CONFIG_HINT
+    if value.is_dir():
+        msg = f"{value}: --config needs a run-config YAML file, not a folder"
+        raise ConfigError(msg, hint=hint)
+    if not value.is_file():
+        msg = f"{value}: run config not found (--config)"
+        raise ConfigError(msg, hint=hint)
+    return value
+
 
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
         "--config",
         "-c",
-        exists=True,
-        dir_okay=False,
+        callback=check_config_path,
         metavar="RUN.YAML",
         help="Run config (YAML); relative paths in it resolve against its folder.",
     ),
@@ -144,9 +169,9 @@ def progress_sink(ctx: typer.Context) -> RichProgressSink:
 
 def print_json(obj: Any) -> None:
     """Write `obj` as indented JSON to stdout (NaN written as NaN, like nnU-Net's JSON files)."""
-    from segkit.io import json_default
+    from segkit.io import json_text
 
-    sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
+    sys.stdout.write(json_text(obj))
 
 
 def relpath(path: Path | str) -> str:
