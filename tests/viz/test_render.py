@@ -152,6 +152,22 @@ def test_orientation_of_an_asymmetric_phantom(affine: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("affine", _affines(), ids=["RAS", "LAS", "LPS", "permuted"])
+def test_ras_index_zero_is_the_patients_left_posterior_inferior_edge(affine: np.ndarray) -> None:
+    # What `--fraction 0` (and RAS index 0) means: the patient's left, posterior and inferior edge.
+    shape = (20, 22, 18)
+    _, affine = _phantom(affine, shape)
+    orient = R.Orientation.from_affine(affine, shape)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]  # nibabel's world: +x right, +y anterior, +z superior
+    for axis in R.AXES:
+        ras = R.AXIS_NUMBER[axis]
+        position = orient.to_ras(world[..., ras])
+        first = np.take(position, R.slice_index(position.shape[ras], 0.0), axis=ras)
+        last = np.take(position, R.slice_index(position.shape[ras], 1.0), axis=ras)
+        assert first.max() < 0 < last.min(), axis  # left (x < 0), posterior (y < 0), inferior (z < 0) first
+
+
+@pytest.mark.parametrize("affine", _affines(), ids=["RAS", "LAS", "LPS", "permuted"])
 def test_display_pixels_map_back_to_file_voxels(affine: np.ndarray) -> None:
     volume = np.arange(20 * 22 * 18).reshape(20, 22, 18)
     orient = R.Orientation.from_affine(affine, volume.shape)
@@ -222,6 +238,14 @@ def test_tile_places_images_and_reports_boxes() -> None:
 # --- frames ----------------------------------------------------------------------------------------
 
 
+def _sweep_frames(image_ras: np.ndarray, axis: R.Axis, *, step: int, **kwargs) -> list[np.ndarray]:
+    """The oracle of `indexed_sweep`: every `step`-th RAS slice from 0, rendered one by one in RGB."""
+    return [
+        R.render_slice(image_ras, axis, index, **kwargs)
+        for index in range(0, image_ras.shape[R.AXIS_NUMBER[axis]], step)
+    ]
+
+
 def test_indexed_sweep_matches_rgb_rendering_within_palette_precision() -> None:
     rng = np.random.default_rng(1)
     image = rng.random((12, 14, 10)).astype(np.float32) * 100
@@ -234,10 +258,8 @@ def test_indexed_sweep_matches_rgb_rendering_within_palette_precision() -> None:
         indexed = R.indexed_sweep(
             image, axis, limits=limits, labels_ras=labels, step=3, alpha=0.4, style=style, spacing_ras=spacing
         )
-        rgb = list(
-            R.sweep_frames(
-                image, axis, limits=limits, labels_ras=labels, step=3, alpha=0.4, style=style, spacing_ras=spacing
-            )
+        rgb = _sweep_frames(
+            image, axis, limits=limits, labels_ras=labels, step=3, alpha=0.4, style=style, spacing_ras=spacing
         )
         assert len(rgb) == len(indexed.frames) == len(range(0, image.shape[R.AXIS_NUMBER[axis]], 3))
         got = indexed.rgb().astype(int)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _vizdata import LABELLED, SHAPE, SPACING, UNLABELLED
+from _vizdata import LABELLED, SHAPE, SPACING, UNLABELLED, write_misregistered
 
 from segkit.data.cases import scan_case_folder
 from segkit.viz import render as R  # noqa: N812
@@ -49,6 +49,7 @@ def test_spec_rows_columns_and_overlay_colours(viz_root: Path) -> None:
     labels = R.display_slice(volumes.labels, "axial", 12)
     panel = spec.rows[0][0].image
     assert panel.shape == (SHAPE[1], SHAPE[0], 3)
+    assert len(np.unique(labels[labels > 0])) >= 2  # the slice holds labels: the loop below checks something
     for value in np.unique(labels[labels > 0]):
         assert (panel[labels == value] == R.BRATS_COLOURS[int(value)]).all()
     ortho, slices = static_spec(volumes, layout="orthogonal", indices=(3, 4, 5), modality="t2f")
@@ -81,6 +82,22 @@ def test_prediction_adds_prediction_and_error_rows(run_cli, viz_root: Path, tmp_
         assert (codes == code).any()
         assert (errors[codes == code] == R.ERROR_COLOURS[code]).all()
     assert ("false negative", R.ERROR_COLOURS[R.FN]) in spec.legend
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("shifted", "origin shifted by 30 mm"), ("rescaled", "voxel size 2x2x3 mm vs 1x1x1.5 mm")],
+)
+def test_misregistered_prediction_is_refused(run_cli, viz_root: Path, tmp_path: Path, kind: str, reason: str) -> None:
+    # Same shape and orientation, but 30 mm away or twice the voxel size: error colours would be wrong.
+    pred_path = write_misregistered(viz_root / LABELLED, tmp_path / "pred", kind)
+    out = tmp_path / "x.png"
+    result = run_cli("viz", "static", "--case-dir", viz_root / LABELLED, "--pred", pred_path, "-o", out)
+    assert result.code == 1
+    first = result.err.splitlines()[0]
+    assert first.startswith(f"error: {pred_path}: grid differs from {LABELLED}-t1c.nii.gz (")
+    assert reason in first
+    assert not out.exists()
 
 
 def test_orthogonal_layout_with_indices_from_the_cli(run_cli, viz_root: Path, tmp_path: Path) -> None:

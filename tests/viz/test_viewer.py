@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _browser import chrome, console_errors, png_size, screenshot, serve
-from _vizdata import LABELLED, SHAPE, UNLABELLED
+from _vizdata import LABELLED, SHAPE, UNLABELLED, write_misregistered
 
 from segkit.errors import DataError
 from segkit.io import read_volume, write_volume
@@ -51,6 +51,30 @@ def test_index_lists_cases_and_predictions(viz_root: Path, predictions: Path) ->
     assert list(index.cases) == [LABELLED, SECOND, UNLABELLED]
     assert index.predictions == {LABELLED: predictions / f"{LABELLED}.nii.gz"}
     assert index.problems(UNLABELLED) == ["no segmentation (unlabelled case)"]
+
+
+def test_index_finds_predictions_by_the_names_eval_accepts(viz_root: Path, tmp_path: Path) -> None:
+    seg = read_volume(viz_root / LABELLED / f"{LABELLED}-seg.nii.gz")
+    pred_dir = tmp_path / "named"
+    first = write_volume(pred_dir / f"{LABELLED}_pred.nii.gz", seg.data, seg.affine)
+    second = write_volume(pred_dir / f"{SECOND}-seg.nii.gz", seg.data, seg.affine)
+    write_volume(pred_dir / f"{UNLABELLED}.nii.gz", seg.data, seg.affine)
+    write_volume(pred_dir / f"{UNLABELLED}-pred.nii.gz", seg.data, seg.affine)  # two for one case
+    write_volume(pred_dir / "BraTS-GLI-99999-000.nii.gz", seg.data, seg.affine)  # no such case
+    index = CaseIndex.build([viz_root], pred_dir)
+    assert index.predictions == {LABELLED: first, SECOND: second}
+    assert set(index.ambiguous) == {UNLABELLED}
+    assert index.problems(UNLABELLED)[-1] == (
+        f"several predictions, none shown: {UNLABELLED}-pred.nii.gz, {UNLABELLED}.nii.gz"
+    )
+    # the same files as `segkit eval` pairs
+    from segkit.evaluation.matching import prediction_files
+
+    found = prediction_files(pred_dir)
+    assert {case: paths for case, paths in found.items() if len(paths) == 1 and case in index.cases} == {
+        LABELLED: [first],
+        SECOND: [second],
+    }
 
 
 @pytest.mark.parametrize("bad", BAD_IDS, ids=repr)
@@ -168,7 +192,122 @@ def test_bad_control_values_are_messages(viz_root: Path) -> None:
         assert response["status"]["children"]
 
 
+BAD_NUMBERS = ["nan", "inf", "-inf", "1e400", float("nan"), float("inf"), 10**400, "x", [3], {"v": 1}]
+
+
+@pytest.mark.parametrize("bad", BAD_NUMBERS, ids=repr)
+@pytest.mark.parametrize("control", ["slice", "alpha"])
+def test_non_finite_slice_or_opacity_is_a_message(viz_root: Path, control: str, bad: object) -> None:
+    from segkit.viz.app import probe_view, render_view
+
+    viewer = Viewer(CaseIndex.build([viz_root]))
+    values = {"slice": 5, "alpha": 0.4, control: bad}
+    args = (LABELLED, "all", "axial", values["slice"], ["on"], values["alpha"], "fill", "off")
+    figure, status, label = render_view(viewer, *args)
+    assert figure["data"] == []
+    assert ("slice" if control == "slice" else "opacity") in str(status)
+    assert label == ""
+    assert probe_view(viewer, {"points": [{"x": 3, "y": 3}]}, *args) == ""
+
+
+@pytest.mark.parametrize(("control", "value", "shown"), [("slice", "-5", 0), ("slice", None, 0), ("slice", 1e9, 19)])
+def test_out_of_range_or_missing_values_are_clamped_or_defaulted(viz_root, control, value, shown) -> None:
+    from segkit.viz.app import render_view
+
+    viewer = Viewer(CaseIndex.build([viz_root]))
+    values = {"slice": 5, "alpha": 0.4, control: value}
+    args = (LABELLED, "all", "axial", values["slice"], ["on"], values["alpha"], "fill", "off")
+    figure, status, label = render_view(viewer, *args)
+    assert len(figure["data"]) == 1, status
+    assert label.startswith(f"axial {shown}/")
+
+
+@pytest.mark.parametrize("alpha", ["-5", None, "7", 1e300])
+def test_opacity_out_of_range_or_missing_renders(viz_root: Path, alpha: object) -> None:
+    from segkit.viz.app import render_view
+
+    viewer = Viewer(CaseIndex.build([viz_root]))
+    figure, status, _ = render_view(viewer, LABELLED, "t1c", "axial", 5, ["on"], alpha, "fill", "off")
+    assert len(figure["data"]) == 1, status
+
+
+def test_viewer_service_rejects_non_finite_requests(viz_root: Path) -> None:
+    viewer = Viewer(CaseIndex.build([viz_root]))
+    for request in (
+        ViewRequest(LABELLED, index=float("inf")),  # type: ignore[arg-type]
+        ViewRequest(LABELLED, index=float("nan")),  # type: ignore[arg-type]
+        ViewRequest(LABELLED, alpha=float("nan")),
+        ViewRequest(LABELLED, alpha=float("-inf")),
+    ):
+        with pytest.raises(DataError, match="must be a finite number"):
+            viewer.render(request)
+    assert viewer.render(ViewRequest(LABELLED, index=-5, alpha=-5.0)).index == 0
+
+
+@pytest.mark.parametrize("bad", [*BAD_NUMBERS, None])
+def test_slice_slider_callback_never_raises(viz_root: Path, bad: object) -> None:
+    from segkit.viz.app import slice_range
+
+    viewer = Viewer(CaseIndex.build([viz_root]))
+    count = SHAPE[2]
+    for trigger in ("case", "axis", "slice-next", "slice-prev10", None):
+        assert slice_range(viewer, LABELLED, "axial", trigger, bad, bad) is not None
+        assert slice_range(viewer, LABELLED, "axial", trigger, 5, bad) is not None
+        new_max, value = slice_range(viewer, LABELLED, "axial", trigger, bad, 19)  # type: ignore[misc]
+        assert new_max == count - 1
+        assert 0 <= value <= count - 1
+    assert slice_range(viewer, LABELLED, "axial", "slice-next10", 5, 19) == (count - 1, 15)
+    assert slice_range(viewer, LABELLED, "axial", "case", 19, 19) == (count - 1, count - 1)
+    assert slice_range(viewer, LABELLED, "oblique", "case", 5, 19) is None
+
+
+def test_render_route_with_non_finite_values(viz_root: Path) -> None:
+    app = create_app(CaseIndex.build([viz_root]))
+    for key, value in [
+        ("slice.value", "nan"),
+        ("slice.value", "1e400"),
+        ("alpha.value", "inf"),
+        ("alpha.value", "nan"),
+    ]:
+        response = _post(app, RENDER, {"case.value": LABELLED, **VIEW, key: value}, key)
+        assert response["view"]["figure"]["data"] == []
+        assert "finite number" in json.dumps(response["status"])
+
+
 # --- the viewer service ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("shifted", "origin shifted by 30 mm"), ("rescaled", "voxel size 2x2x3 mm vs 1x1x1.5 mm")],
+)
+def test_misregistered_prediction_is_refused(viz_root: Path, tmp_path: Path, kind: str, reason: str) -> None:
+    pred = write_misregistered(viz_root / LABELLED, tmp_path / kind, kind)
+    viewer = Viewer(CaseIndex.build([viz_root], pred.parent))
+    with pytest.raises(DataError, match="grid differs") as info:
+        viewer.render(ViewRequest(LABELLED, pred_mode="errors"))
+    assert str(info.value).startswith(f"{pred}: grid differs from {LABELLED}-t1c.nii.gz (")
+    assert reason in str(info.value)
+    from segkit.viz.app import render_view
+
+    figure, status, _ = render_view(viewer, LABELLED, "all", "axial", 5, ["on"], 0.4, "fill", "beside")
+    assert figure["data"] == []
+    assert reason in str(status)
+
+
+@pytest.mark.parametrize("value", [7, -1])
+def test_label_maps_outside_the_brats_labels_are_refused(viz_root: Path, value: int) -> None:
+    from segkit.data.cases import scan_case_folder
+    from segkit.viz.volumes import load_case_volumes
+
+    path = viz_root / LABELLED / f"{LABELLED}-seg.nii.gz"
+    seg = read_volume(path)
+    data = seg.data.astype(np.int16)
+    data[0, 0, 0] = value
+    write_volume(path, data, seg.affine)
+    with pytest.raises(DataError, match=f"labels outside 0-4: {value}$") as info:
+        load_case_volumes(scan_case_folder(viz_root / LABELLED), labels="required")
+    assert str(info.value).startswith(f"{path}: ")
 
 
 def test_prediction_views(viz_root: Path, predictions: Path) -> None:
@@ -250,6 +389,29 @@ def test_cli_without_roots(run_cli, tmp_path: Path, monkeypatch) -> None:
     result = run_cli("viz", "app")
     assert result.code == 1
     assert "no data roots found" in result.err
+
+
+def test_debug_mode_only_on_loopback(run_cli, viz_root: Path, monkeypatch) -> None:
+    # Dash's debug mode enables Werkzeug's interactive debugger: code execution for whoever reaches it.
+    from segkit.errors import ConfigError
+    from segkit.viz import server
+
+    app = create_app(CaseIndex.build([viz_root]))
+    runs = []
+    monkeypatch.setattr(app, "run", lambda **kw: runs.append(kw))
+    for host in ("0.0.0.0", "192.168.1.5", "::", "example.org"):
+        with pytest.raises(ConfigError, match="--debug only with a loopback --host"):
+            server.serve(app, host=host, port=8051, debug=True)
+    assert runs == []
+    server.serve(app, host="localhost", port=8051, debug=True)
+    assert runs[0]["debug"] is True
+    monkeypatch.setattr(server, "serve", lambda app, **kw: runs.append(kw))
+    for command in ("app", "stats"):
+        result = run_cli("viz", command, "--data-root", viz_root, "--host", "0.0.0.0", "--debug")
+        assert result.code == 2
+        assert result.err.startswith("error: --debug only with a loopback --host (got 0.0.0.0)")
+        assert "segkit" not in result.out  # refused before anything was built or announced
+    assert len(runs) == 1
 
 
 def test_serve_warns_off_loopback_and_never_checks_versions(monkeypatch, caplog, viz_root: Path) -> None:

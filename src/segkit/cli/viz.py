@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +27,9 @@ from segkit.config.models import (
     VizStatsConfig,
 )
 from segkit.config.models import field_description as _d
+
+if TYPE_CHECKING:
+    import dash
 
 app = typer.Typer(
     help="Look at the data: static panels, GIFs, an interactive viewer, cohort statistics, network figures.",
@@ -191,7 +195,6 @@ def app_cmd(
     --open-browser. Keys: arrows step one slice, PageUp/PageDown ten.
     """
     from segkit import api
-    from segkit.viz.server import app_url, serve
 
     cfg = resolve(
         config,
@@ -203,9 +206,16 @@ def app_cmd(
         viz__app__debug=debug,
         viz__app__open_browser=open_browser,
     )
-    dash_app = api.viz_app(cfg)
-    opts = cfg.viz.app
-    stdout().print(f"segkit viewer on {app_url(opts.host, opts.port)} (Ctrl+C to stop)")
+    _serve("viewer", lambda: api.viz_app(cfg), cfg.viz.app)
+
+
+def _serve(what: str, build: Callable[[], dash.Dash], opts: VizAppConfig | VizStatsConfig) -> None:
+    """Refuse --debug off loopback (before any work), build the app, say where it is, serve it."""
+    from segkit.viz.server import app_url, check_debug_host, serve
+
+    check_debug_host(opts.host, opts.debug)
+    dash_app = build()
+    stdout().print(f"segkit {what} on {app_url(opts.host, opts.port)} (Ctrl+C to stop)")
     serve(dash_app, host=opts.host, port=opts.port, debug=opts.debug, open_browser=opts.open_browser)
 
 
@@ -232,7 +242,6 @@ def stats_cmd(
     same numbers without a browser: segkit data stats ROOT... --json
     """
     from segkit import api
-    from segkit.viz.server import app_url, serve
 
     cfg = resolve(
         config,
@@ -245,10 +254,7 @@ def stats_cmd(
         viz__stats__debug=debug,
         viz__stats__open_browser=open_browser,
     )
-    dash_app = api.viz_stats_app(cfg)
-    opts = cfg.viz.stats
-    stdout().print(f"segkit statistics on {app_url(opts.host, opts.port)} (Ctrl+C to stop)")
-    serve(dash_app, host=opts.host, port=opts.port, debug=opts.debug, open_browser=opts.open_browser)
+    _serve("statistics", lambda: api.viz_stats_app(cfg), cfg.viz.stats)
 
 
 @app.command("arch")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from segkit.conventions import MODALITIES
 from segkit.errors import SegkitError
 from segkit.viz.render import AXES, ERROR_COLOURS, ERROR_NAMES, legend
-from segkit.viz.viewer import ALL_MODALITIES, CaseIndex, Rendered, Viewer, ViewRequest
+from segkit.viz.viewer import ALL_MODALITIES, CaseIndex, Rendered, Viewer, ViewRequest, finite_number
 
 if TYPE_CHECKING:
     import dash
@@ -47,33 +47,31 @@ def create_app(index: CaseIndex, *, cache_cases: int = 4, percentiles: tuple[flo
             html.Div(
                 className="controls",
                 children=[
-                    _control(
-                        "case", dcc.Dropdown(id="case", options=_case_options(index), value=first, clearable=False)
-                    ),
-                    _control(
+                    control("case", dcc.Dropdown(id="case", options=case_options(index), value=first, clearable=False)),
+                    control(
                         "modality",
                         dcc.RadioItems(
                             id="modality", options=[*MODALITIES, ALL_MODALITIES], value=ALL_MODALITIES, inline=True
                         ),
                     ),
-                    _control("plane", dcc.RadioItems(id="axis", options=list(AXES), value="axial", inline=True)),
-                    _control(
+                    control("plane", dcc.RadioItems(id="axis", options=list(AXES), value="axial", inline=True)),
+                    control(
                         "overlay",
                         dcc.Checklist(
                             id="overlay", options=[{"label": "ground truth", "value": "on"}], value=["on"], inline=True
                         ),
                     ),
-                    _control(
+                    control(
                         "style",
                         dcc.RadioItems(id="style", options=["fill", "contour", "both"], value="fill", inline=True),
                     ),
-                    _control(
+                    control(
                         "opacity",
                         dcc.Slider(
                             id="alpha", min=0, max=1, step=0.05, value=0.4, marks=None, allow_direct_input=False
                         ),
                     ),
-                    _control(
+                    control(
                         "prediction",
                         dcc.RadioItems(id="pred-mode", options=_pred_options(index, first), value="off", inline=True),
                     ),
@@ -110,19 +108,8 @@ def create_app(index: CaseIndex, *, cache_cases: int = 4, percentiles: tuple[flo
         State("slice", "max"),
     )
     def _slice_range(case_id: Any, axis: Any, *args: Any) -> tuple[Any, Any]:
-        current, old_max = args[-2], args[-1]
-        try:
-            count = viewer.slice_count(case_id, _axis(axis))
-        except SegkitError:
-            return dash.no_update, dash.no_update
-        trigger = ctx.triggered_id
-        if trigger in STEP_BUTTONS:
-            value = int(current or 0) + STEP_BUTTONS[trigger]
-        elif trigger == "case" and isinstance(current, int | float) and old_max:
-            value = round(float(current) / float(old_max) * (count - 1))  # keep the relative position
-        else:
-            value = count // 2
-        return count - 1, min(max(value, 0), count - 1)
+        answer = slice_range(viewer, case_id, axis, ctx.triggered_id, args[-2], args[-1])
+        return (dash.no_update, dash.no_update) if answer is None else answer
 
     @app.callback(
         Output("pred-mode", "options"),
@@ -203,14 +190,40 @@ def make_request(
     if pred_mode not in ("off", "beside", "errors"):
         msg = f"unknown prediction mode {str(pred_mode)[:40]!r}"
         raise DataError(msg)
-    try:
-        number = int(index or 0)
-        opacity = float(0.4 if alpha is None else alpha)
-    except (TypeError, ValueError) as err:
-        msg = "slice and opacity must be numbers"
-        raise DataError(msg) from err
+    # Values are checked here and clamped by the viewer: NaN, infinities or 1e400 become a message.
+    number = int(finite_number(0 if index is None else index, "slice"))
+    opacity = min(max(finite_number(0.4 if alpha is None else alpha, "opacity"), 0.0), 1.0)
     show_overlay = isinstance(overlay, list) and "on" in overlay
     return ViewRequest(str(case_id), modality, _axis(axis), number, show_overlay, opacity, style, pred_mode)
+
+
+def slice_range(
+    viewer: Viewer, case_id: Any, axis: Any, trigger: Any, current: Any, old_max: Any
+) -> tuple[int, int] | None:
+    """The slice slider callback: its new maximum and value, or None to leave it as it is.
+
+    A step button moves the current slice; a new case keeps the relative position; anything else goes
+    to the middle. Values that are not finite numbers count as absent, never as an exception.
+    """
+    try:
+        count = viewer.slice_count(case_id, _axis(axis))
+    except SegkitError:
+        return None
+    try:
+        position: float | None = finite_number(current, "slice")
+    except SegkitError:
+        position = None
+    try:
+        scale = finite_number(old_max, "slice maximum")
+    except SegkitError:
+        scale = 0.0
+    if trigger in STEP_BUTTONS:
+        value = int(position or 0) + STEP_BUTTONS[trigger]
+    elif trigger == "case" and position is not None and scale > 0:
+        value = round(position / scale * (count - 1))  # keep the relative position
+    else:
+        value = count // 2
+    return count - 1, int(min(max(value, 0), count - 1))
 
 
 def render_view(viewer: Viewer, *values: Any) -> tuple[dict[str, Any], Any, str]:
@@ -253,17 +266,27 @@ def _axis(value: Any) -> Any:
     return value
 
 
-def _control(title: str, component: Any) -> Any:
+def control(title: str, component: Any, **kwargs: Any) -> Any:
+    """A titled control of the controls bar (shared by segkit's Dash apps); `kwargs` go to its ``Div``."""
     from dash import html
 
-    return html.Div([html.Div(title, className="control-title"), component], className="control")
+    return html.Div([html.Div(title, className="control-title"), component], className="control", **kwargs)
 
 
-def _case_options(index: CaseIndex) -> list[dict[str, str]]:
+def case_options(index: CaseIndex, *, note_missing_seg: bool = False) -> list[dict[str, str]]:
+    """Options of a case dropdown (shared by segkit's Dash apps): ``<case>  (<root>)`` plus missing files.
+
+    Args:
+        index: The cases.
+        note_missing_seg: Also mark cases without a segmentation (the statistics inspector does; in the
+            viewer an unlabelled case is normal).
+    """
     options = []
     for case_id, case in index.cases.items():
-        problems = list(case.missing_modalities)
-        note = f"  ⚠ missing {', '.join(problems)}" if problems else ""
+        missing = list(case.missing_modalities)
+        if note_missing_seg and case.seg is None:
+            missing.append("seg")
+        note = f"  ⚠ missing {', '.join(missing)}" if missing else ""
         options.append({"label": f"{case_id}  ({case.root.name}){note}", "value": case_id})
     return options
 

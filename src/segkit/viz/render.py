@@ -8,8 +8,9 @@ Conventions (shared by the static figures, the GIFs and the Dash viewer):
 * Slices are shown the way radiologists read them: anatomical superior (or anterior, on axial slices)
   is at the top, and on axial and coronal slices the patient's left is on the image's right. Sagittal
   slices have anterior on the left. A displayed slice is an (H, W) array, row 0 at the top.
-* Slice indices of the public functions are RAS indices (0 = the patient's far right / posterior /
-  inferior edge); `Orientation.file_index` converts them to the stored file's voxel index.
+* Slice indices of the public functions are RAS indices (0 = the patient's far left / posterior /
+  inferior edge, since R, A and S grow away from it); `Orientation.file_index` converts them to the
+  stored file's voxel index.
 * Pixel aspect comes from the voxel spacing: `square_pixels` resamples (nearest neighbour) so that each
   output pixel covers the same millimetres in both directions.
 * Intensities are windowed to ``uint8`` between two percentiles of the volume's non-zero voxels.
@@ -18,7 +19,7 @@ Conventions (shared by the static figures, the GIFs and the Dash viewer):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal, TypeAlias
@@ -512,31 +513,6 @@ def render_slice(
     return rgb
 
 
-def sweep_frames(
-    image_ras: np.ndarray,
-    axis: Axis,
-    *,
-    limits: tuple[float, float],
-    labels_ras: np.ndarray | None = None,
-    step: int = 1,
-    alpha: float = 0.4,
-    style: OverlayStyle = "fill",
-    spacing_ras: Sequence[float] | None = None,
-) -> Iterator[RGBImage]:
-    """RGB frames through the volume along `axis` (every `step`-th RAS slice, from index 0)."""
-    for index in range(0, image_ras.shape[AXIS_NUMBER[axis]], step):
-        yield render_slice(
-            image_ras,
-            axis,
-            index,
-            limits=limits,
-            labels_ras=labels_ras,
-            alpha=alpha,
-            style=style,
-            spacing_ras=spacing_ras,
-        )
-
-
 # --- palette-indexed frames (GIF) ------------------------------------------------------------------
 
 _GREY_LEVELS: Final = 120
@@ -625,8 +601,8 @@ def indexed_sweep(
     """All frames of a slice sweep at once, as palette indices (fast path for GIFs).
 
     Composing indices over the whole stack in a few vectorised operations is what makes a 155-frame GIF
-    take well under a second; the colours match `sweep_frames` up to the palette's quantisation (120 grey
-    levels, 32 levels under each label colour). Labels other than 1-4 are not drawn.
+    take well under a second; frame by frame the colours match `render_slice` up to the palette's
+    quantisation (120 grey levels, 32 levels under each label colour). Labels other than 1-4 are not drawn.
 
     Consecutive identical frames (e.g. empty slices outside the head) get one pixel switched to a
     second black palette entry: GIF writers merge identical frames, which would change the frame count.

@@ -9,6 +9,8 @@ import threading
 import webbrowser
 from typing import TYPE_CHECKING
 
+from segkit.errors import ConfigError
+
 if TYPE_CHECKING:
     import dash
 
@@ -35,6 +37,19 @@ def app_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
+def check_debug_host(host: str, debug: bool) -> None:
+    """Refuse Dash debug mode on an interface other machines can reach.
+
+    Debug mode turns on Werkzeug's interactive debugger, which runs Python typed into a browser page.
+
+    Raises:
+        ConfigError: `debug` with a non-loopback `host`.
+    """
+    if debug and not is_loopback(host):
+        msg = f"--debug only with a loopback --host (got {host}): the debugger would let anyone run code here"
+        raise ConfigError(msg, hint="drop --debug, or use --host 127.0.0.1")
+
+
 def serve(app: dash.Dash, *, host: str, port: int, debug: bool = False, open_browser: bool = False) -> None:
     """Serve `app` until interrupted.
 
@@ -42,9 +57,14 @@ def serve(app: dash.Dash, *, host: str, port: int, debug: bool = False, open_bro
         app: The Dash app.
         host: Interface to bind; anything but loopback is logged as a warning (the apps have no login).
         port: Port.
-        debug: Dash debug mode with hot reload (the reloader runs the command again in a child process).
+        debug: Dash debug mode with hot reload (the reloader runs the command again in a child process);
+            loopback hosts only.
         open_browser: Open the page in the default browser shortly after start.
+
+    Raises:
+        ConfigError: `debug` with a non-loopback `host` (see `check_debug_host`).
     """
+    check_debug_host(host, debug)
     if not is_loopback(host):
         log.warning("listening on %s: anyone who can reach this machine can browse the data (no login)", host)
     # With the reloader, only the child process (WERKZEUG_RUN_MAIN=true) serves; open the page once, from it.

@@ -7,19 +7,21 @@ loaded on first use and kept in a small least-recently-used cache.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from segkit.conventions import LABELS, MODALITIES, NIFTI_EXT
+from segkit.conventions import LABELS, MODALITIES
 from segkit.data.cases import Case, discover_cases
 from segkit.errors import DataError
+from segkit.evaluation.matching import prediction_files
 from segkit.viz.render import (
     AXIS_NUMBER,
     Axis,
@@ -52,14 +54,17 @@ class CaseIndex:
     Attributes:
         roots: Data roots, in order.
         cases: Case id -> case (the first root wins when an id appears twice).
-        predictions: Case id -> prediction file ``<pred_dir>/<case>.nii.gz``, for cases that have one.
+        predictions: Case id -> prediction file in `pred_dir`, for cases that have exactly one; files are
+            matched to cases as ``segkit eval`` does (`segkit.evaluation.matching.prediction_files`).
         pred_dir: The prediction folder, or None.
+        ambiguous: Case id -> its prediction files, for cases with several (none of them is shown).
     """
 
     roots: tuple[Path, ...]
     cases: Mapping[str, Case]
     predictions: Mapping[str, Path]
     pred_dir: Path | None = None
+    ambiguous: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, roots: Sequence[Path], pred_dir: Path | None = None) -> CaseIndex:
@@ -79,16 +84,21 @@ class CaseIndex:
             msg = f"no case folders found in {', '.join(str(r) for r in roots)}"
             raise DataError(msg, hint="a data root holds one folder per case, e.g. BraTS-GLI-00001-000/")
         predictions: dict[str, Path] = {}
+        ambiguous: dict[str, tuple[Path, ...]] = {}
         if pred_dir is not None:
             pred_dir = Path(pred_dir)
             if not pred_dir.is_dir():
                 msg = f"{pred_dir}: prediction folder not found"
                 raise DataError(msg)
-            for case_id in cases:
-                candidate = pred_dir / f"{case_id}{NIFTI_EXT}"
-                if candidate.is_file():
-                    predictions[case_id] = candidate
-        return cls(tuple(Path(r) for r in roots), dict(sorted(cases.items())), predictions, pred_dir)
+            # The same file names as `segkit eval`: <case>.nii.gz, or with -seg, _seg, -pred, _pred.
+            for case_id, paths in prediction_files(pred_dir).items():
+                if case_id not in cases:
+                    continue
+                if len(paths) == 1:
+                    predictions[case_id] = paths[0]
+                else:
+                    ambiguous[case_id] = tuple(paths)
+        return cls(tuple(Path(r) for r in roots), dict(sorted(cases.items())), predictions, pred_dir, ambiguous)
 
     def resolve(self, case_id: object) -> Case:
         """The case with this id.
@@ -112,6 +122,9 @@ class CaseIndex:
         out = [f"{case.expected_file(m).name} missing" for m in case.missing_modalities]
         if case.seg is None:
             out.append("no segmentation (unlabelled case)")
+        if case.case_id in self.ambiguous:
+            names = ", ".join(p.name for p in self.ambiguous[case.case_id])
+            out.append(f"several predictions, none shown: {names}")
         return out
 
 
@@ -255,8 +268,8 @@ class Viewer:
             raise DataError(msg)
         modalities = self._modalities(volumes, request.modality)
         count = volumes.ras_shape[AXIS_NUMBER[request.axis]]
-        index = min(max(int(request.index), 0), count - 1)
-        alpha = min(max(float(request.alpha), 0.0), 1.0)
+        index = int(min(max(finite_number(request.index, "slice"), 0), count - 1))
+        alpha = min(max(finite_number(request.alpha, "opacity"), 0.0), 1.0)
         pred_mode = request.pred_mode
         if pred_mode != "off" and volumes.prediction is None:
             msg = f"{volumes.case_id}: no prediction in {self.index.pred_dir or '(no --pred-dir given)'}"
@@ -322,6 +335,23 @@ class Viewer:
         if volumes.prediction is not None:
             parts.append(f"prediction {_label_name(int(volumes.prediction[ras]))}")
         return " · ".join(parts)
+
+
+def finite_number(value: object, what: str) -> float:
+    """`value` (a number or a numeric string from the page) as a finite float.
+
+    Raises:
+        DataError: Not a number, too large for a float, NaN or infinite; the message names `what`.
+    """
+    try:
+        number = float(value)  # type: ignore[arg-type]  # anything may come from the browser
+    except (TypeError, ValueError, OverflowError) as err:
+        msg = f"{what} must be a number, got {str(value)[:40]!r}"
+        raise DataError(msg) from err
+    if not math.isfinite(number):
+        msg = f"{what} must be a finite number, got {str(value)[:40]!r}"
+        raise DataError(msg)
+    return number
 
 
 def _display_shape(ras_shape: Sequence[int], axis: Axis) -> tuple[int, int]:

@@ -12,7 +12,7 @@ import numpy as np
 from segkit.conventions import MODALITIES, SEG_SUFFIX
 from segkit.data.cases import Case
 from segkit.errors import DataError
-from segkit.io import Volume, read_volume
+from segkit.io import Volume, grid_mismatch, read_labels, read_volume
 from segkit.viz.render import DEFAULT_PERCENTILES, Orientation, window_limits
 
 LabelPolicy = Literal["required", "optional", "skip"]
@@ -63,23 +63,6 @@ def require_files(case: Case, modalities: Sequence[str], *, labels: bool, hint: 
         raise DataError(msg, hint=hint)
 
 
-def read_labels(path: Path) -> Volume:
-    """Read a label map with int16 voxels, rejecting non-integer values.
-
-    Raises:
-        DataError: If the file is unreadable or holds non-integer values.
-    """
-    volume = read_volume(path)
-    data = np.asarray(volume.data)
-    if not np.issubdtype(data.dtype, np.integer):
-        rounded = np.rint(data)
-        if not np.array_equal(rounded, data):
-            msg = f"{path}: not a label map (non-integer values)"
-            raise DataError(msg)
-        data = rounded
-    return Volume(volume.path, data.astype(np.int16, copy=False), volume.affine)
-
-
 def load_case_volumes(
     case: Case,
     modalities: Sequence[str] = MODALITIES,
@@ -100,7 +83,9 @@ def load_case_volumes(
         label_hint: Hint attached to the missing-label error.
 
     Raises:
-        DataError: A missing or unreadable file, or files whose grids differ; the message names the file.
+        DataError: A missing or unreadable file, a label map that is not one (see `segkit.io.label_problem`),
+            or files whose voxel grids differ (shape, voxel size, orientation or position; a prediction
+            shifted or resampled would be drawn misregistered); the message names the file.
     """
     require_files(case, modalities, labels=labels == "required", hint=label_hint)
     volumes: dict[str, Volume] = {m: read_volume(case.images[m]) for m in modalities}
@@ -117,10 +102,10 @@ def load_case_volumes(
     if reference is None:
         msg = f"{case.folder}: nothing to load"
         raise DataError(msg)
-    orientation = _orientation(reference)
     for other in [*volumes.values(), seg_volume, pred_volume]:
         if other is not None:
-            _check_same_grid(reference, other, orientation)
+            _check_same_grid(reference, other)
+    orientation = _orientation(reference)
     return CaseVolumes(
         case_id=case.case_id,
         orientation=orientation,
@@ -141,14 +126,9 @@ def _orientation(volume: Volume) -> Orientation:
         raise DataError(msg) from err
 
 
-def _check_same_grid(reference: Volume, other: Volume, orientation: Orientation) -> None:
-    if other.shape != reference.shape:
-        msg = f"{other.path}: shape {other.shape} differs from {reference.path.name} {reference.shape}"
-        raise DataError(msg)
-    other_orientation = _orientation(other)
-    if other_orientation.codes() != orientation.codes():
-        msg = (
-            f"{other.path}: orientation {other_orientation.codes()} differs from "
-            f"{reference.path.name} {orientation.codes()}"
-        )
+def _check_same_grid(reference: Volume, other: Volume) -> None:
+    """Every file of a view must share one voxel grid, or overlays would be drawn in the wrong place."""
+    mismatch = grid_mismatch(other, reference)
+    if mismatch is not None:
+        msg = f"{other.path}: grid differs from {reference.path.name} ({mismatch})"
         raise DataError(msg)
