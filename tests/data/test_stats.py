@@ -95,6 +95,31 @@ def test_missing_and_unreadable_files_are_recorded(cohort: Path) -> None:
     assert summary["intensity"]["t2w"]["p50"]["n"] == 5
 
 
+@pytest.mark.parametrize(
+    ("value", "dtype", "problem"),
+    [
+        (7, np.int16, "labels outside 0-4: 7"),
+        (-1, np.int16, "labels outside 0-4: -1"),
+        (1.5, np.float32, "label map is not integer-valued (e.g. 1.5)"),
+    ],
+)
+def test_a_bad_label_map_is_a_problem_of_its_case_not_clipped(cohort: Path, value, dtype, problem) -> None:
+    from segkit.io import write_volume
+
+    seg_path = cohort / "BraTS-GLI-00004-000" / "BraTS-GLI-00004-000-seg.nii.gz"
+    seg = read_volume(seg_path)
+    data = seg.data.astype(dtype)
+    data[0, 0, 0] = value
+    write_volume(seg_path, data, seg.affine)
+    stats = compute_stats([cohort], workers=1)
+    bad = next(c for c in stats.cases if c.case_id == "BraTS-GLI-00004-000")
+    assert bad.labels is None  # no numbers from a map that is not one
+    assert bad.errors == [f"{seg_path}: {problem}"]
+    summary = summarise(stats.cases)
+    assert [p["case"] for p in summary["problems"]] == ["BraTS-GLI-00004-000"]
+    assert summary["labelled"] == 5
+
+
 def test_summary_aggregates(cohort: Path) -> None:
     stats = compute_stats([cohort], workers=1)
     summary = summarise(stats.cases)

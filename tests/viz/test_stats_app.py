@@ -50,6 +50,10 @@ def test_case_view_histograms_and_labels(viz_root: Path, tmp_path: Path) -> None
     assert table == "no segmentation"
     assert "seg missing" in _text(status)
     assert preview(service, LABELLED, 10) != preview(service, LABELLED, 60)
+    for bad in ("nan", float("nan"), "inf", "1e400", 10**400, "x", [1]):  # no preview, never an exception
+        assert preview(service, LABELLED, bad) == ""
+    assert preview(service, LABELLED, "-5") == preview(service, LABELLED, None) == preview(service, LABELLED, 0)
+    assert preview(service, LABELLED, 1e300) == preview(service, LABELLED, 100)
 
 
 def test_dataset_tab_cache_buttons(viz_root: Path, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -21,8 +21,19 @@ from segkit.cli._common import (
     resolve,
     stdout,
 )
-from segkit.config.models import CheckConfig, PlanConfig, PrepareConfig, SegkitConfig, SplitsConfig, SynthConfig
+from segkit.config.models import (
+    CheckConfig,
+    PlanConfig,
+    PrepareConfig,
+    SegkitConfig,
+    SplitsConfig,
+    StatsConfig,
+    SynthConfig,
+)
 from segkit.config.models import field_description as _d
+
+if TYPE_CHECKING:
+    from segkit.data.stats import StatsResult
 
 app = typer.Typer(
     help="Stage data: synthesise, check, export to nnU-Net, write folds.",
@@ -319,10 +330,6 @@ def plan(
     console.print(f"  nnU-Net log: {relpath(result.log_file) if result.log_file else '-'}")
 
 
-# `data stats` is kept in one block at the end of the module (its import included) for an easy merge.
-from segkit.config.models import StatsConfig  # noqa: E402
-
-
 @app.command()
 def stats(
     ctx: typer.Context,
@@ -359,16 +366,13 @@ def stats(
     with progress_sink(ctx) as sink:
         result = api.data_stats(cfg, progress=sink)
     if json_out:
-        print_json({**result.stats.to_dict(), "source": result.source, "cache_path": result.cache_path})
+        print_json(result.to_dict())
         return
     _render_stats(result)
 
 
-def _render_stats(result: object) -> None:
-    from segkit.data.stats import StatsResult, summarise
-
-    assert isinstance(result, StatsResult)
-    summary = summarise(result.stats.cases)
+def _render_stats(result: StatsResult) -> None:
+    summary = result.summary
     console = stdout()
     where = f" ({relpath(result.cache_path)})" if result.cache_path else ""
     console.print(

@@ -127,10 +127,10 @@ def label_volumes(labels: np.ndarray, spacing: Sequence[float]) -> dict[str, dic
     """Voxel counts and volumes (ml) of each BraTS label and of the WT/TC regions (pure).
 
     Args:
-        labels: Integer label map, any shape.
+        labels: A label map (values 0..4, as `segkit.io.read_labels` returns), any shape.
         spacing: Millimetres per voxel along each axis.
     """
-    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel().clip(0), minlength=max(LABELS) + 1)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=max(LABELS) + 1)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out: dict[str, dict[str, float]] = {}
     for value, name in LABELS.items():
@@ -145,9 +145,11 @@ def label_volumes(labels: np.ndarray, spacing: Sequence[float]) -> dict[str, dic
 def case_statistics(case: Case, *, bins: int = 64) -> CaseStats:
     """Read one case and compute its statistics; unreadable files are recorded, not raised.
 
+    A ``-seg`` file that is not a label map (see `segkit.io.label_problem`) is such a problem too: the case
+    gets no label volumes and an error naming the file, never silently rounded or clipped numbers.
     Runs in worker processes, so it only takes picklable arguments.
     """
-    from segkit.io import read_volume
+    from segkit.io import read_labels, read_volume
 
     missing = [m for m in MODALITIES if m not in case.images]
     if case.seg is None:
@@ -173,13 +175,13 @@ def case_statistics(case: Case, *, bins: int = 64) -> CaseStats:
     labels: dict[str, dict[str, float]] | None = None
     if case.seg is not None:
         try:
-            seg = read_volume(case.seg)
+            seg = read_labels(case.seg)
             if shape is not None and list(seg.shape) != shape:
                 errors.append(f"{seg.path}: shape {seg.shape} differs from the case's {tuple(shape)}")
             else:
                 if shape is None:
                     shape, spacing = list(seg.shape), [round(s, 6) for s in seg.spacing]
-                labels = label_volumes(np.rint(np.asarray(seg.data)), seg.spacing)
+                labels = label_volumes(seg.data, seg.spacing)
         except SegkitError as err:
             errors.append(str(err))
     return CaseStats(case.case_id, str(case.root), shape, spacing, mods, labels, missing, errors)
@@ -205,13 +207,9 @@ class DatasetStats:
     cases: list[CaseStats]
     version: int = STATS_VERSION
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: everything, plus the ``summary`` of `summarise`."""
-        return {**asdict(self), "summary": summarise(self.cases)}
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DatasetStats:
-        """Inverse of `to_dict` (the summary is recomputed, not read)."""
+        """Inverse of ``dataclasses.asdict`` (what the cache holds)."""
         return cls(
             roots=list(data["roots"]),
             key=str(data["key"]),
@@ -220,10 +218,6 @@ class DatasetStats:
             cases=[CaseStats.from_dict(c) for c in data["cases"]],
             version=int(data.get("version", 0)),
         )
-
-    def case(self, case_id: str) -> CaseStats | None:
-        """The statistics of one case, or None."""
-        return next((c for c in self.cases if c.case_id == case_id), None)
 
 
 def _describe(values: Sequence[float]) -> dict[str, float]:
@@ -320,11 +314,21 @@ class StatsResult:
         source: ``"computed"``, ``"cache"`` (an exact match) or ``"stale-cache"`` (an older computation
             for the same roots whose files have changed since).
         cache_path: The cache file read or written, or None.
+        summary: The dataset aggregates of `stats` (`summarise`), computed once here so that callers
+            only render them.
     """
 
     stats: DatasetStats
     source: Literal["computed", "cache", "stale-cache"]
     cache_path: Path | None = None
+    summary: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "summary", summarise(self.stats.cases))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: the statistics, their ``summary``, ``source`` and ``cache_path``."""
+        return {**asdict(self.stats), "summary": self.summary, "source": self.source, "cache_path": self.cache_path}
 
 
 def _discover(roots: Sequence[Path]) -> list[Case]:

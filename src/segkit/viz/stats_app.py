@@ -26,11 +26,10 @@ from segkit.data.stats import (
     dataset_stats,
     load_cached,
     percentile_key,
-    summarise,
 )
 from segkit.errors import SegkitError
-from segkit.viz.app import dash_options
-from segkit.viz.viewer import ALL_MODALITIES, CaseIndex, Viewer, ViewRequest
+from segkit.viz.app import case_options, control, dash_options
+from segkit.viz.viewer import ALL_MODALITIES, CaseIndex, Viewer, ViewRequest, finite_number
 
 if TYPE_CHECKING:
     import dash
@@ -109,21 +108,18 @@ def create_stats_app(settings: StatsSettings) -> dash.Dash:
             html.Div(
                 className="controls",
                 children=[
-                    html.Div(
-                        [
-                            html.Div("case", className="control-title"),
-                            dcc.Dropdown(
-                                id="stats-case", options=_options(service.index), value=first, clearable=False
-                            ),
-                        ],
-                        className="control",
+                    control(
+                        "case",
+                        dcc.Dropdown(
+                            id="stats-case",
+                            options=case_options(service.index, note_missing_seg=True),
+                            value=first,
+                            clearable=False,
+                        ),
                     ),
-                    html.Div(
-                        [
-                            html.Div("preview slice (axial, % of the volume)", className="control-title"),
-                            dcc.Slider(id="preview-slice", min=0, max=100, step=1, value=50, marks=None),
-                        ],
-                        className="control",
+                    control(
+                        "preview slice (axial, % of the volume)",
+                        dcc.Slider(id="preview-slice", min=0, max=100, step=1, value=50, marks=None),
                         style={"minWidth": "360px"},
                     ),
                 ],
@@ -214,9 +210,10 @@ def preview(service: StatsService, case_id: Any, percent: Any) -> str:
     try:
         volumes = service.viewer.volumes(case_id)
         count = volumes.ras_shape[2]
-        index = round(min(max(float(percent or 0), 0.0), 100.0) / 100.0 * (count - 1))
+        position = min(max(finite_number(0 if percent is None else percent, "preview slice"), 0.0), 100.0)
+        index = round(position / 100.0 * (count - 1))
         rendered = service.viewer.render(ViewRequest(str(case_id), modality=ALL_MODALITIES, index=index))
-    except (SegkitError, TypeError, ValueError):
+    except SegkitError:
         return ""
     return png_data_uri(rendered.image)
 
@@ -234,7 +231,7 @@ def dataset_view(service: StatsService, *, recompute: bool) -> tuple[Any, str]:
     stale = " — files changed since; press Recompute" if result.source == "stale-cache" else ""
     where = f" ({result.cache_path})" if result.cache_path else ""
     status = f"{result.source}{where}{stale}"
-    return dataset_body(result.stats.cases), status
+    return dataset_body(result), status
 
 
 def histogram_figure(stats: CaseStats) -> dict[str, Any]:
@@ -279,11 +276,11 @@ def label_table(stats: CaseStats) -> Any:
     return _table(header, rows)
 
 
-def dataset_body(cases: Sequence[CaseStats]) -> Any:
+def dataset_body(result: StatsResult) -> Any:
     """The Dataset tab: geometry, intensity percentiles, label volume distributions, problems."""
     from dash import dcc, html
 
-    summary = summarise(cases)
+    cases, summary = result.stats.cases, result.summary
     geometry = (
         _table(["shape", "cases"], [[k, str(v)] for k, v in summary["shapes"].items()]),
         _table(["spacing (mm)", "cases"], [[k, str(v)] for k, v in summary["spacings"].items()]),
@@ -349,15 +346,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
         ],
         className="stats",
     )
-
-
-def _options(index: CaseIndex) -> list[dict[str, str]]:
-    out = []
-    for case_id, case in index.cases.items():
-        missing = list(case.missing_modalities) + ([] if case.seg else ["seg"])
-        note = f"  ⚠ missing {', '.join(missing)}" if missing else ""
-        out.append({"label": f"{case_id}  ({case.root.name}){note}", "value": case_id})
-    return out
 
 
 def _no_figure() -> dict[str, Any]:
