@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
+from _helpers import write_nifti
 
 from segkit.data.synth import generate_case
 
@@ -25,10 +25,7 @@ def perturb(labels: np.ndarray, seed: int) -> np.ndarray:
     return pred
 
 
-def write_label(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
-    return path
+write_label = write_nifti
 
 
 @pytest.fixture(scope="session")

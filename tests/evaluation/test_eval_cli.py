@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from _helpers import spacing_phantom
-from conftest import write_label
+from _helpers import write_nifti as write_label
 
 from segkit.metrics.lesionwise import OFFICIAL_KEYS, score_case
 
