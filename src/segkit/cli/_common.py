@@ -51,6 +51,7 @@ MULTI_VALUE_OPTIONS = frozenset(
         "--data-root",
         "--labels",
         "--class-weights",
+        "--encoder-prefix",
         "--fold",
         "-f",
         "--input",
