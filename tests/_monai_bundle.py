@@ -24,7 +24,7 @@ def make_bundle(
     bundle_dir: Path,
     name: str = "brats_mri_segmentation",
     *,
-    network_def: dict[str, Any] | None = None,
+    network_def: Any = None,
     weights: bool = True,
     seed: int = 0,
     extra_config: dict[str, Any] | None = None,
@@ -35,7 +35,7 @@ def make_bundle(
 
     folder = Path(bundle_dir) / name
     (folder / "configs").mkdir(parents=True, exist_ok=True)
-    net_def = dict(TINY_NETWORK if network_def is None else network_def)
+    net_def = dict(TINY_NETWORK) if network_def is None else network_def
     metadata = {
         "version": "0.5.2-test",
         "monai_version": "1.4.0",

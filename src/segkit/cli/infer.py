@@ -26,6 +26,7 @@ from segkit.cli.train import (
     PlansOpt,
     ProcessesOpt,
     SpacingOpt,
+    SplitJsonOpt,
     TrainerOpt,
     _mo,
 )
@@ -87,6 +88,7 @@ def infer(
     ] = None,
     num_processes: ProcessesOpt = None,
     dataset_json: Annotated[Path | None, typer.Option(help=_mo("dataset_json"), rich_help_panel=MONAI)] = None,
+    split_json: SplitJsonOpt = None,
     output_root: OutputRootOpt = None,
     spacing: SpacingOpt = None,
     patch_size: PatchSizeOpt = None,
@@ -138,6 +140,7 @@ def infer(
             "tta": tta,
             "num_processes": num_processes,
             "dataset_json": dataset_json,
+            "split_json": split_json,
             "output_root": output_root,
             "spacing": spacing,
             "patch_size": patch_size,

@@ -13,12 +13,15 @@ Importing this module imports neither torch nor monai.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -396,17 +399,22 @@ def download_bundle(opts: MonaiOptions, *, progress: ProgressSink) -> Path:
         raise BackendError(msg) from err
     try:
         if opts.bundle_url is not None:
-            _fetch(opts.bundle_url, staging / f"{name}.zip", progress, label=f"downloading bundle {name}")
+            archive = staging / f"{name}.zip"
+            _fetch(opts.bundle_url, archive, progress, label=f"downloading bundle {name}")
+            _verify_sha256(archive, opts.bundle_sha256, opts.bundle_url)
         progress.start(f"{'unpacking' if opts.bundle_url else 'downloading'} bundle {name} ({where})", total=None)
-        monai.bundle.download(
-            name=name,
-            version=opts.bundle_version,
-            bundle_dir=str(staging),
-            source=opts.bundle_source,
-            repo=opts.bundle_repo,
-            url=opts.bundle_url,
-            progress=False,
-        )
+        with warnings.catch_warnings(), _quiet_monai_loggers():
+            # MONAI warns that a URL download has no hash; segkit checked bundle_sha256 itself when given
+            warnings.filterwarnings("ignore", message="No hash value provided")
+            monai.bundle.download(
+                name=name,
+                version=opts.bundle_version,
+                bundle_dir=str(staging),
+                source=opts.bundle_source,
+                repo=opts.bundle_repo,
+                url=opts.bundle_url,
+                progress=False,
+            )
         got = staging / name
         if not (got / WEIGHTS).is_file():
             msg = f"the bundle downloaded from {where} has no {WEIGHTS.as_posix()} under {name}/"
@@ -428,6 +436,35 @@ def download_bundle(opts: MonaiOptions, *, progress: ProgressSink) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     progress.log(f"downloaded bundle {name} to {dest}")
     return dest
+
+
+@contextlib.contextmanager
+def _quiet_monai_loggers() -> Iterator[None]:
+    """MONAI's download loggers write INFO lines to stdout (segkit's results stream); mute them meanwhile."""
+    names = [n for n in logging.root.manager.loggerDict if n == "monai" or n.startswith("monai.")]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _verify_sha256(path: Path, expected: str | None, url: str) -> None:
+    if expected is None:
+        return
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != expected.lower():
+        msg = f"{url}: SHA-256 {digest.hexdigest()} differs from bundle_sha256 {expected.lower()}; not unpacked"
+        raise BackendError(msg)
 
 
 def _fetch(url: str, dest: Path, progress: ProgressSink, *, label: str) -> None:

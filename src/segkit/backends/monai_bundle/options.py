@@ -72,6 +72,11 @@ class MonaiOptions(Strict):
     bundle_url: str | None = Field(
         None, description="Download a missing bundle from this zip URL (its top folder must be <bundle_name>/)."
     )
+    bundle_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Expected SHA-256 of the bundle_url archive (checked before unpacking).",
+    )
     download: bool = Field(
         True, description="Download a missing bundle (False, HF_HUB_OFFLINE=1 or SEGKIT_OFFLINE=1: never go online)."
     )
@@ -214,7 +219,7 @@ class MonaiOptions(Strict):
             if key not in NETWORK_ARG_NAMES:
                 msg = f"{key!r} is not a SegResNet argument ({', '.join(sorted(NETWORK_ARG_NAMES))})"
                 raise ValueError(msg)
-            check_literal(item, f"network_overrides.{key}")
+            check_literal(item, key)
         if value.get("out_channels", NUM_CLASSES) != NUM_CLASSES:
             msg = f"out_channels is always {NUM_CLASSES} (the BraTS 2024 labels); remove it"
             raise ValueError(msg)
