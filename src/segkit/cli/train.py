@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -203,6 +204,8 @@ def train(
     )
     with progress_sink(ctx) as sink:
         results = api.train(cfg, progress=sink)
+    if int(os.environ.get("RANK", "0") or 0) > 0:
+        return  # under torchrun only rank 0 reports (every rank ran the same training)
     rows = [
         {
             "fold": r.fold,

@@ -132,6 +132,10 @@ class MonaiOptions(Strict):
     encoder_prefix: list[str] = Field(
         list(DEFAULT_ENCODER_PREFIXES), description="Parameter-name prefixes frozen in stage 1 (SegResNet encoder)."
     )
+    best_metric: Literal["mean_dice", "wt_dice"] = Field(
+        "mean_dice",
+        description="Validation score that picks stage<s>_best.pt: mean Dice of NETC SNFH ET RC, or whole-tumour Dice.",
+    )
     val_interval: int = Field(1, ge=1, description="Validate (sliding window, Dice per class) every N epochs.")
     save_checkpoint_frequency: int = Field(
         1, ge=0, description="Save stage<s>_epoch<n>.pt every N epochs (0: only the best checkpoint)."

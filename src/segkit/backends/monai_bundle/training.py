@@ -20,7 +20,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,8 +110,9 @@ class _StageState:
     """What one stage carries from epoch to epoch (restored on resume)."""
 
     stage: int
-    best_metric: float = -math.inf
+    best_metric: float = -math.inf  # the `best_metric` option's score at the best epoch
     best_epoch: int = 0
+    best_mean: float | None = None
     best_wt: float | None = None
     start_epoch: int = 0
 
@@ -245,12 +246,13 @@ def _train(
     _barrier(info)
     last = max(results) if results else None
     metrics: dict[str, float] = {}
-    wt: float | None
     for stage, state in results.items():
-        if math.isfinite(state.best_metric):
-            metrics[f"stage{stage}_best_dice"] = state.best_metric
-    if last is not None and math.isfinite(results[last].best_metric):
-        metrics["validation_dice"] = results[last].best_metric
+        if (best_mean := state.best_mean) is not None:
+            metrics[f"stage{stage}_best_dice"] = best_mean
+    if last is not None:
+        mean = results[last].best_mean
+        if mean is not None:
+            metrics["validation_dice"] = mean
         wt = results[last].best_wt
         if wt is not None:
             metrics["validation_wt_dice"] = wt
@@ -299,7 +301,9 @@ def _loaders(run: _Run, request: TrainRequest) -> tuple[Any, Any, int, int]:
     train_tf.set_random_state(seed=opts.seed + info.rank)
     cpu = not run.device.startswith("cuda")
     workers = opts.num_workers if opts.num_workers is not None else (0 if cpu else min(4, os.cpu_count() or 1))
-    cache_threads = max(1, min(4, os.cpu_count() or 1))
+    # One caching thread: MONAI's LoadImaged shares its reader between CacheDataset's threads, and with
+    # several threads a stacked 4-channel image now and then comes back as a 1-channel label (seen with 4).
+    cache_threads = 1
     run.progress.start(f"fold {run.fold}: loading and caching {len(train_records) + len(val_records)} cases")
     try:
         with _segkit_errors():
@@ -389,6 +393,7 @@ def _run_stage(
         state.best_metric = _metric_in(meta.get("best_metric"))
         state.best_epoch = int(meta.get("best_epoch") or 0)
         state.best_wt = meta.get("best_wt_dice")
+        state.best_mean = meta.get("best_mean_dice")
     for epoch in range(state.start_epoch, epochs):
         started = time.perf_counter()
         if hasattr(train_loader.sampler, "set_epoch"):
@@ -410,10 +415,11 @@ def _run_stage(
             finite = [d for d in dice.values() if d is not None]
             mean = sum(finite) / len(finite) if finite else None
             entry.update({"dice": dice, "mean_dice": mean, "wt_dice": wt})
-            metric = _metric_in(mean)
+            metric = _metric_in(mean if opts.best_metric == "mean_dice" else wt)
             improved = metric > state.best_metric or state.best_epoch == 0
             if improved:
-                state.best_metric, state.best_epoch, state.best_wt = metric, epoch + 1, wt
+                state.best_metric, state.best_epoch = metric, epoch + 1
+                state.best_mean, state.best_wt = mean, wt
             entry["best"] = improved
         entry["seconds"] = round(time.perf_counter() - started, 2)
         if info.is_main:
@@ -542,6 +548,8 @@ def _payload(
         "fold": run.fold,
         "best_metric": state.best_metric if math.isfinite(state.best_metric) else None,
         "best_epoch": state.best_epoch,
+        "best_metric_name": run.opts.best_metric,
+        "best_mean_dice": state.best_mean,
         "best_wt_dice": state.best_wt,
         "network": {"name": "SegResNet", "args": run.network_args},
         "channel_order": list(run.bundle.channel_order),
@@ -632,8 +640,3 @@ def _epoch_line(fold: int, stage: int, epochs: int, entry: Mapping[str, Any]) ->
             parts.append("best")
     parts.append(f"{entry['seconds']:.1f} s")
     return "  ".join(parts)
-
-
-def stage_plan(opts: MonaiOptions, resumed_stage: int | None) -> Sequence[int]:
-    """Stages this run will train (both, or those left after a resumed checkpoint's stage)."""
-    return [s for s in (1, 2) if opts.stage_epochs(s) > 0 and (resumed_stage is None or s >= resumed_stage)]
