@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,15 @@ def cli_args(root: Path) -> list[str]:
     return ["--device", "cpu", "--set", f"nnunet.raw={root / 'raw'}", "--set", f"nnunet.preprocessed={root / 'pre'}"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _offline() -> Iterator[None]:
+    """No test may reach a model hub (the module-scoped fixtures load bundles too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.delenv("SEGKIT_OFFLINE", raising=False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory, cohort_template: Path) -> Path:
     root = tmp_path_factory.mktemp("monai_e2e")
@@ -98,8 +108,11 @@ def trained(prepared: Path) -> Path:
         assert result.checkpoint == prepared / "out" / f"fold{result.fold}" / "checkpoints" / "stage2_best.pt"
         assert 0.0 <= result.metrics["validation_dice"] <= 1.0
     bars = [e for e in progress.events if e[0] == "advance"]
-    assert bars
-    assert all("loss" in e[2] for e in bars)
+    assert any("loss" in e[2] for e in bars)
+    assert any("wt_dice" in e[2] for e in bars)
+    starts = [e[1] for e in progress.events if e[0] == "start"]
+    assert "fold 0 stage 1 epoch 1/1" in starts
+    assert "fold 0 stage 1 epoch 1: validation" in starts
     return prepared
 
 
@@ -131,6 +144,7 @@ def test_checkpoints_load_weights_only_with_json_metadata(trained: Path) -> None
     assert meta["channel_order"] == ["t1c", "t1n", "t2w", "t2f"]
     assert meta["labels"] == {"0": "background", "1": "NETC", "2": "SNFH", "3": "ET", "4": "RC"}
     assert meta["segkit_version"]
+    assert meta["best_metric_name"] == "mean_dice"
     assert set(payload) >= {"model", "optimizer", "scheduler", "scaler"}
 
 
@@ -236,6 +250,21 @@ def test_bad_inputs_are_one_line_errors(prepared: Path, run_cli, tmp_path: Path)
     assert result.code == 2
     assert result.err.splitlines()[0] == "error: --epochs is an option of the nnunet backend, not of 'monai'"
     assert not (tmp_path / "o").exists(), "something was trained"
+
+
+def test_bundle_without_weights_offline(prepared: Path, run_cli, tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", weights=False)
+    args = ["train", "--backend", "monai", *cli_args(prepared), "--bundle-dir", str(tmp_path / "b")]
+    args += ["--split-json", str(prepared / "splits_2fold.json"), "--output-root", str(tmp_path / "o")]
+    result = run_cli(*args)
+    assert result.code == 1
+    weights = tmp_path / "b" / "brats_mri_segmentation" / "models" / "model.pt"
+    lines = result.err.splitlines()
+    assert lines[0] == (
+        f"error: bundle 'brats_mri_segmentation' has no weights: {weights} is missing and HF_HUB_OFFLINE is set"
+    )
+    assert lines[1].startswith(f"hint: copy {tmp_path / 'b' / 'brats_mri_segmentation'}/ from a machine where")
+    assert not (tmp_path / "o").exists()
 
 
 def test_bundle_with_expressions_needs_trust(prepared: Path, run_cli, tmp_path: Path) -> None:

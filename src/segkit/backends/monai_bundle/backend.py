@@ -251,25 +251,11 @@ class MonaiBundleBackend:
 
     def train(self, request: TrainRequest, options: Any, *, progress: ProgressSink) -> TrainResult:
         """Fine-tune one fold in two stages (see `segkit.backends.monai_bundle.training`)."""
-        from segkit.backends.monai_bundle.bundle import ensure_bundle
-        from segkit.backends.monai_bundle.training import distributed_info, train_fold
+        from segkit.backends.monai_bundle.training import train_fold
 
         opts = _as_options(options)
         self.check(request, opts)
-        info = distributed_info(request.device)
-        if info.enabled and not info.is_main:
-            # rank 0 downloads a missing bundle; the others wait for it
-            import torch.distributed as dist
-
-            dist.barrier()
-            bundle = ensure_bundle(opts, progress=progress)
-        else:
-            bundle = ensure_bundle(opts, progress=progress)
-            if info.enabled:
-                import torch.distributed as dist
-
-                dist.barrier()
-        return train_fold(request, opts, bundle, progress=progress)
+        return train_fold(request, opts, progress=progress)
 
     def predict(self, request: PredictRequest, options: Any, *, progress: ProgressSink) -> PredictResult:
         """Predict the cases with one fold's model or the softmax average of several (``--ensemble``)."""

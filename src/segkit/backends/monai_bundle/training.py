@@ -141,21 +141,32 @@ class _Run:
         return self.fold_dir / "metrics" / "training_log.json"
 
 
-def train_fold(request: TrainRequest, opts: MonaiOptions, bundle: Bundle, *, progress: ProgressSink) -> TrainResult:
+def train_fold(request: TrainRequest, opts: MonaiOptions, *, progress: ProgressSink) -> TrainResult:
     """Train one fold in two stages; see the module docstring.
+
+    Under ``torchrun`` this joins the process group for the duration of the fold; rank 0 downloads a
+    missing bundle while the other ranks wait.
 
     Args:
         request: The fold, device and resolved run config.
         opts: Validated options (already `check`ed).
-        bundle: The local bundle (weights present) or the no-bundle defaults.
-        progress: Receives a bar per epoch (loss) and a log line per epoch (Dice).
+        progress: Receives a bar per epoch (loss), a bar for validation and a log line per epoch (Dice).
 
     Raises:
-        SegkitError: Bad data found while caching, or a framework failure (chained).
+        SegkitError: Bad data found while caching, an unusable bundle, or a framework failure (chained).
     """
+    from segkit.backends.monai_bundle.bundle import ensure_bundle
+
     info = distributed_info(request.device)
+    sink = progress if info.is_main else NullProgress()
     try:
-        return _train(request, opts, bundle, progress if info.is_main else NullProgress(), info)
+        if info.is_main:
+            bundle = ensure_bundle(opts, progress=sink)
+            _barrier(info)
+        else:
+            _barrier(info)
+            bundle = ensure_bundle(opts, progress=sink)
+        return _train(request, opts, bundle, sink, info)
     finally:
         if info.owns_group:
             import torch.distributed as dist
@@ -217,8 +228,8 @@ def _train(
         progress.log(f"fold {fold}: resuming from {path} (stage {meta['stage']} epoch {meta['epoch']})")
     net.to(device)
 
-    train_loader, val_loader, n_train, n_val = _loaders(run, request)
     encoder, _ = nw.parameter_groups(net, opts.encoder_prefix)
+    train_loader, val_loader, n_train, n_val = _loaders(run, request)
     loss_fn = _loss(opts, device)
     results: dict[int, _StageState] = {}
     ran_stage1 = False
@@ -411,7 +422,7 @@ def _run_stage(
         validated = (epoch + 1) % opts.val_interval == 0 or epoch + 1 == epochs
         metric = -math.inf
         if validated:
-            dice, wt = _validate(run, net, val_loader, amp)
+            dice, wt = _validate(run, net, val_loader, amp, f"fold {run.fold} stage {stage} epoch {epoch + 1}")
             finite = [d for d in dice.values() if d is not None]
             mean = sum(finite) / len(finite) if finite else None
             entry.update({"dice": dice, "mean_dice": mean, "wt_dice": wt})
@@ -485,7 +496,9 @@ def _train_epoch(
     return (total / n if n else float("nan")), steps
 
 
-def _validate(run: _Run, net: torch.nn.Module, loader: Any, amp: bool) -> tuple[dict[str, float | None], float | None]:
+def _validate(
+    run: _Run, net: torch.nn.Module, loader: Any, amp: bool, label: str
+) -> tuple[dict[str, float | None], float | None]:
     """Dice per foreground class and whole-tumour Dice, averaged over the validation cases.
 
     A case whose ground truth lacks a class does not count for that class (MONAI's ``ignore_empty``).
@@ -501,6 +514,7 @@ def _validate(run: _Run, net: torch.nn.Module, loader: Any, amp: bool) -> tuple[
     sums = torch.zeros(NUM_CLASSES, dtype=torch.float64, device=run.device)  # 4 classes + WT
     counts = torch.zeros(NUM_CLASSES, dtype=torch.float64, device=run.device)
     net.eval()
+    run.progress.start(f"{label}: validation", total=len(loader))
     with torch.inference_mode():
         for batch in loader:
             x = batch["image"].to(run.device)
@@ -518,6 +532,8 @@ def _validate(run: _Run, net: torch.nn.Module, loader: Any, amp: bool) -> tuple[
             ok = ~torch.isnan(values)
             sums += torch.where(ok, values, torch.zeros_like(values)).sum(0)
             counts += ok.double().sum(0)
+            run.progress.advance(wt_dice=float(sums[-1] / counts[-1]) if counts[-1] > 0 else float("nan"))
+    run.progress.finish()
     if run.dist.enabled:
         import torch.distributed as dist
 
