@@ -182,6 +182,8 @@ def test_resume_from_a_stage1_checkpoint(trained: Path) -> None:
     assert not any(line.startswith("fold 0 stage 1 epoch 1/2") for line in logs)
     assert any(line.startswith("fold 0 stage 1 epoch 2/2") for line in logs)
     assert any(line.startswith("fold 0 stage 2 epoch 1/1") for line in logs)
+    log = json.loads((trained / "resumed" / "fold0" / "metrics" / "training_log.json").read_text())
+    assert [(e["stage"], e["epoch"]) for e in log["epochs"]] == [(1, 1), (1, 2), (2, 1)]
     second = torch.load(trained / "resumed" / "fold0" / "checkpoints" / "stage1_epoch2.pt", weights_only=True)
     # AdamW's step counters continue from the checkpoint: 2 steps in epoch 1, 2 more in epoch 2
     steps = {float(s["step"]) for s in second["optimizer"]["state"].values()}

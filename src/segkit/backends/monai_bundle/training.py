@@ -224,7 +224,11 @@ def _train(
         resumed = ck.read_checkpoint(path)
         nw.load_strict(net, resumed["model"], path)
         meta = resumed["meta"]
-        run.history = _history_until(run.log_path, int(meta["stage"]), int(meta["epoch"]))
+        # the log of the run the checkpoint came from (fold<k>/metrics beside fold<k>/checkpoints), else ours
+        source_log = path.parent.parent / "metrics" / "training_log.json"
+        run.history = _history_until(
+            source_log if source_log.is_file() else run.log_path, int(meta["stage"]), int(meta["epoch"])
+        )
         progress.log(f"fold {fold}: resuming from {path} (stage {meta['stage']} epoch {meta['epoch']})")
     net.to(device)
 
