@@ -25,6 +25,7 @@ def _loaded_after(code: str) -> list[str]:
         "segkit.api",
         "segkit.backends.registry",
         "segkit.backends.nnunet",
+        "segkit.backends.monai_bundle",
         "segkit.data.check",
         # viz: rendering, plans reading and statistics are numpy/JSON only; dash and matplotlib load on use
         "segkit.cli.viz",

@@ -76,6 +76,7 @@ MULTI_VALUE_OPTIONS = frozenset(
         "--data-root",
         "--labels",
         "--class-weights",
+        "--encoder-prefix",
         "--fold",
         "-f",
         "--input",

@@ -11,17 +11,24 @@ from segkit.backends.nnunet.options import NnUNetOptions
 from segkit.cli._backend_flags import parse_folds, resolve_with_backend
 from segkit.cli._common import ConfigOpt, JsonOpt, SetOpt, print_json, progress_sink, relpath, stdout
 from segkit.cli.train import (
+    MONAI,
     NNUNET,
+    AmpOpt,
     BackendOpt,
     ConfigurationOpt,
     DatasetOpt,
     DeviceOpt,
     FoldOpt,
     OptionOpt,
+    OutputRootOpt,
+    PatchSizeOpt,
     PlannerOpt,
     PlansOpt,
     ProcessesOpt,
+    SpacingOpt,
+    SplitJsonOpt,
     TrainerOpt,
+    _mo,
 )
 from segkit.config.models import InferConfig
 from segkit.config.models import field_description as _d
@@ -36,7 +43,14 @@ def infer(
     backend: BackendOpt = None,
     inputs: Annotated[
         list[Path] | None,
-        typer.Option("--input", "-i", help=_d(InferConfig, "input"), metavar="PATH...", show_default=False),
+        typer.Option(
+            "--input",
+            "-i",
+            "--data-root",
+            help=_d(InferConfig, "input") + " --data-root is the MONAI script's name for it.",
+            metavar="PATH...",
+            show_default=False,
+        ),
     ] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help=_d(InferConfig, "output"))] = None,
     fold: FoldOpt = None,
@@ -58,7 +72,13 @@ def infer(
     planner: PlannerOpt = None,
     plans: PlansOpt = None,
     trainer: TrainerOpt = None,
-    checkpoint: Annotated[str | None, typer.Option(help=_nn("checkpoint"), rich_help_panel=NNUNET)] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="nnU-Net: " + _nn("checkpoint") + " MONAI: " + _mo("checkpoint"),
+            rich_help_panel="nnU-Net and MONAI backends",
+        ),
+    ] = None,
     tile_step_size: Annotated[
         float | None,
         typer.Option("--tile-step-size", "--step-size", help=_nn("tile_step_size"), rich_help_panel=NNUNET),
@@ -67,6 +87,18 @@ def infer(
         bool | None, typer.Option("--tta/--disable-tta", help=_nn("test_time_mirroring"), rich_help_panel=NNUNET)
     ] = None,
     num_processes: ProcessesOpt = None,
+    dataset_json: Annotated[Path | None, typer.Option(help=_mo("dataset_json"), rich_help_panel=MONAI)] = None,
+    split_json: SplitJsonOpt = None,
+    output_root: OutputRootOpt = None,
+    spacing: SpacingOpt = None,
+    patch_size: PatchSizeOpt = None,
+    roi_size: Annotated[
+        tuple[int, int, int] | None,
+        typer.Option(help=_mo("roi_size"), metavar="X Y Z", rich_help_panel=MONAI),
+    ] = None,
+    sw_batch_size: Annotated[int | None, typer.Option(help=_mo("sw_batch_size"), rich_help_panel=MONAI)] = None,
+    sw_overlap: Annotated[float | None, typer.Option(help=_mo("sw_overlap"), rich_help_panel=MONAI)] = None,
+    amp: AmpOpt = None,
     options: OptionOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -74,7 +106,8 @@ def infer(
 ) -> None:
     """Predict <case>.nii.gz label maps for BraTS cases (several folds: ensemble).
 
-    Example: segkit infer --backend nnunet -i validation_data -o outputs/predictions/nnunet --fold 0 1 2 3 4
+    Examples: segkit infer --backend nnunet -i validation_data -o outputs/predictions/nnunet --fold 0 1 2 3 4;
+    segkit infer --backend monai -i validation_data --fold all -o outputs/monai_ft/predictions/fold{fold}
     """
     from segkit import api
 
@@ -106,6 +139,15 @@ def infer(
             "tile_step_size": tile_step_size,
             "tta": tta,
             "num_processes": num_processes,
+            "dataset_json": dataset_json,
+            "split_json": split_json,
+            "output_root": output_root,
+            "spacing": spacing,
+            "patch_size": patch_size,
+            "roi_size": roi_size,
+            "sw_batch_size": sw_batch_size,
+            "sw_overlap": sw_overlap,
+            "amp": amp,
         },
     )
     with progress_sink(ctx) as sink:

@@ -1,0 +1,418 @@
+"""Real MONAI on CPU: tiny local bundle -> two-stage fine-tuning of every fold -> resume -> inference on the input grid.
+
+Six 24^3 training cases in two folds, a SegResNet with init_filters 8 (the bundle's structure) and one epoch
+per stage keep the whole module well under two minutes on two cores; every step runs MONAI for real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _monai_bundle import make_bundle
+
+from segkit import api
+from segkit.backends.base import PredictRequest
+from segkit.backends.monai_bundle import MonaiBundleBackend, MonaiOptions
+from segkit.config import load_config
+from segkit.data.inputs import resolve_inputs
+from segkit.data.nnunet_dataset import dataset_case_ids
+from segkit.data.splits import write_splits
+from segkit.data.synth import write_cohort
+from segkit.errors import ConfigError, DataError
+from segkit.io import read_volume
+from segkit.progress import NullProgress, RecordingProgress
+from segkit.testing import BackendContract, ContractModel
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+pytestmark = pytest.mark.slow
+
+DATASET = "Dataset501_BraTSPostTx"
+ENCODER = ("convInit.", "down_layers.")
+
+
+def monai_flags(root: Path, **extra) -> dict:
+    return {
+        "nnunet.raw": root / "raw",
+        "nnunet.preprocessed": root / "pre",
+        "nnunet.results": root / "res",
+        "train.backend": "monai",
+        "train.device": "cpu",
+        "infer.backend": "monai",
+        "infer.device": "cpu",
+        "backends.monai.bundle_dir": root / "bundles",
+        "backends.monai.split_json": root / "splits_2fold.json",
+        "backends.monai.output_root": root / "out",
+        "backends.monai.stage1_epochs": 1,
+        "backends.monai.stage2_epochs": 1,
+        "backends.monai.patch_size": [24, 24, 24],
+        "backends.monai.batch_size": 1,
+        "backends.monai.num_samples": 1,
+        "backends.monai.stage1_accum": 2,
+        "backends.monai.sw_batch_size": 1,
+        **extra,
+    }
+
+
+def cli_args(root: Path) -> list[str]:
+    """Flags every CLI call of these tests shares: CPU and the dataset's nnU-Net folders."""
+    return ["--device", "cpu", "--set", f"nnunet.raw={root / 'raw'}", "--set", f"nnunet.preprocessed={root / 'pre'}"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _offline() -> Iterator[None]:
+    """No test may reach a model hub (the module-scoped fixtures load bundles too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.delenv("SEGKIT_OFFLINE", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, cohort_template: Path) -> Path:
+    root = tmp_path_factory.mktemp("monai_e2e")
+    shutil.copytree(cohort_template, root / "training_data")
+    # test cases on another grid: LAS affine, anisotropic spacing, a shape that is no multiple of 8
+    write_cohort(root / "validation_data", cases=2, shape=(30, 34, 26), spacing=(1.0, 0.9, 1.2), seed=3, start=90)
+    make_bundle(root / "bundles")
+    cfg = load_config(
+        flags={
+            **monai_flags(root),
+            "prepare.train_sources": [root / "training_data"],
+            "prepare.test_sources": [root / "validation_data"],
+            "prepare.workers": 1,
+        }
+    )
+    api.prepare(cfg)
+    write_splits(dataset_case_ids(root / "raw" / DATASET), root / "splits_2fold.json", n_folds=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(prepared: Path) -> Path:
+    progress = RecordingProgress()
+    results = api.train(load_config(flags=monai_flags(prepared, **{"train.fold": "all"})), progress=progress)
+    assert [r.fold for r in results] == [0, 1]
+    logs = [e[1] for e in progress.events if e[0] == "log"]
+    assert (
+        "bundle brats_mri_segmentation 0.5.2-test: 81 of 83 tensors loaded; head conv_final.2 new (5 classes)" in logs
+    )
+    assert any(line.startswith("fold 1 stage 2 epoch 1/1  loss ") and " Dice NETC " in line for line in logs), logs
+    for result in results:
+        assert result.checkpoint == prepared / "out" / f"fold{result.fold}" / "checkpoints" / "stage2_best.pt"
+        assert 0.0 <= result.metrics["validation_dice"] <= 1.0
+    bars = [e for e in progress.events if e[0] == "advance"]
+    assert any("loss" in e[2] for e in bars)
+    assert any("wt_dice" in e[2] for e in bars)
+    starts = [e[1] for e in progress.events if e[0] == "start"]
+    assert "fold 0 stage 1 epoch 1/1" in starts
+    assert "fold 0 stage 1 epoch 1: validation" in starts
+    return prepared
+
+
+def test_outputs_of_a_fold(trained: Path) -> None:
+    fold = trained / "out" / "fold0"
+    assert sorted(p.name for p in (fold / "checkpoints").iterdir()) == [
+        "stage1_best.pt",
+        "stage1_epoch1.pt",
+        "stage2_best.pt",
+        "stage2_epoch1.pt",
+    ]
+    assert "backend: monai" in (fold / "segkit_config.yaml").read_text()
+    log = json.loads((fold / "metrics" / "training_log.json").read_text())
+    assert [(e["stage"], e["epoch"]) for e in log["epochs"]] == [(1, 1), (2, 1)]
+    assert set(log["epochs"][0]["dice"]) == {"NETC", "SNFH", "ET", "RC"}
+    # 3 training cases, batch 1: stage 1 accumulates 2 batches (one full group, one partial), stage 2 none
+    assert [e["optimizer_steps"] for e in log["epochs"]] == [2, 3]
+    assert log["tensors_loaded"] == [81, 83]
+
+
+def test_checkpoints_load_weights_only_with_json_metadata(trained: Path) -> None:
+    path = trained / "out" / "fold1" / "checkpoints" / "stage2_best.pt"
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    meta = payload["meta"]
+    json.dumps(meta, allow_nan=False)
+    assert (meta["stage"], meta["epoch"], meta["fold"], meta["kind"]) == (2, 1, 1, "best")
+    assert meta["network"] == {"name": "SegResNet", "args": {**meta["network"]["args"], "out_channels": 5}}
+    assert meta["network"]["args"]["init_filters"] == 8
+    assert meta["channel_order"] == ["t1c", "t1n", "t2w", "t2f"]
+    assert meta["labels"] == {"0": "background", "1": "NETC", "2": "SNFH", "3": "ET", "4": "RC"}
+    assert meta["segkit_version"]
+    assert meta["best_metric_name"] == "mean_dice"
+    assert set(payload) >= {"model", "optimizer", "scheduler", "scaler"}
+
+
+def test_stage1_trains_only_decoder_and_head(trained: Path) -> None:
+    bundle = torch.load(trained / "bundles" / "brats_mri_segmentation" / "models" / "model.pt", weights_only=True)
+    ckpt = trained / "out" / "fold0" / "checkpoints"
+    stage1 = torch.load(ckpt / "stage1_best.pt", weights_only=True)["model"]
+    stage2 = torch.load(ckpt / "stage2_best.pt", weights_only=True)["model"]
+    weights = [k for k in stage1 if k.endswith(".weight") and k in bundle and bundle[k].shape == stage1[k].shape]
+    encoder = [k for k in weights if k.startswith(ENCODER)]
+    decoder = [k for k in weights if not k.startswith(ENCODER)]
+    assert encoder
+    assert decoder
+    assert all(torch.equal(stage1[k], bundle[k]) for k in encoder), "stage 1 changed the frozen encoder"
+    assert any(not torch.equal(stage1[k], bundle[k]) for k in decoder), "stage 1 did not train the decoder"
+    assert any(not torch.equal(stage2[k], stage1[k]) for k in encoder), "stage 2 did not train the encoder"
+    assert stage1["conv_final.2.conv.weight"].shape == (5, 8, 1, 1, 1)
+
+
+def test_resume_from_a_stage1_checkpoint(trained: Path) -> None:
+    first = torch.load(trained / "out" / "fold0" / "checkpoints" / "stage1_epoch1.pt", weights_only=True)
+    flags = monai_flags(
+        trained,
+        **{
+            "train.fold": 0,
+            "backends.monai.stage1_epochs": 2,
+            "backends.monai.output_root": trained / "resumed",
+            "backends.monai.resume": trained / "out" / "fold{fold}" / "checkpoints" / "stage1_epoch1.pt",
+        },
+    )
+    progress = RecordingProgress()
+    api.train(load_config(flags=flags), progress=progress)
+    logs = [e[1] for e in progress.events if e[0] == "log"]
+    assert any(line.startswith("fold 0: resuming from ") and "(stage 1 epoch 1)" in line for line in logs)
+    assert not any(line.startswith("fold 0 stage 1 epoch 1/2") for line in logs)
+    assert any(line.startswith("fold 0 stage 1 epoch 2/2") for line in logs)
+    assert any(line.startswith("fold 0 stage 2 epoch 1/1") for line in logs)
+    log = json.loads((trained / "resumed" / "fold0" / "metrics" / "training_log.json").read_text())
+    assert [(e["stage"], e["epoch"]) for e in log["epochs"]] == [(1, 1), (1, 2), (2, 1)]
+    second = torch.load(trained / "resumed" / "fold0" / "checkpoints" / "stage1_epoch2.pt", weights_only=True)
+    # AdamW's step counters continue from the checkpoint: 2 steps in epoch 1, 2 more in epoch 2
+    steps = {float(s["step"]) for s in second["optimizer"]["state"].values()}
+    assert {float(s["step"]) for s in first["optimizer"]["state"].values()} == {2.0}
+    assert steps == {4.0}
+    assert second["scheduler"]["last_epoch"] == 2
+    assert second["meta"]["best_epoch"] in (1, 2)
+
+
+def test_bad_resume_and_weights_fail_before_training(trained: Path, run_cli, tmp_path: Path) -> None:
+    ckpt = trained / "out" / "fold0" / "checkpoints"
+    base = ["train", "--backend", "monai", *cli_args(trained), "--bundle-dir", str(trained / "bundles")]
+    base += ["--split-json", str(trained / "splits_2fold.json"), "--patch-size", "24", "24", "24"]
+    base += ["--output-root", str(trained / "out")]
+    result = run_cli(*base, "--fold", "0", "--resume", ckpt / "stage2_best.pt", "--resume-stage", "1")
+    assert result.code == 2, result.err
+    assert result.err.splitlines()[0] == (
+        f"error: {ckpt / 'stage2_best.pt'} is a stage-2 checkpoint; --resume-stage 1 needs a stage-1 one"
+    )
+    result = run_cli(*base, "--fold", "all", "--resume", ckpt / "stage1_best.pt")
+    assert result.code == 2
+    assert result.err.splitlines()[0] == f"error: {ckpt / 'stage1_best.pt'} was trained on fold 0, not fold 1"
+    assert "put {fold} in --resume" in result.err
+    # weights of another architecture: the first mismatching tensor is named
+    from segkit.backends.monai_bundle import network as nw
+    from segkit.backends.monai_bundle.bundle import BUNDLE_NETWORK_ARGS
+
+    other = nw.build_network(nw.network_args(BUNDLE_NETWORK_ARGS, {}))
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    result = run_cli(*base, "--fold", "0", "--load-weights", tmp_path / "other.pt")
+    assert result.code == 1
+    assert result.err.splitlines()[0].startswith(
+        f"error: {tmp_path / 'other.pt'}: checkpoint does not fit this network: "
+    )
+    assert "convInit.conv.weight has shape (16, 4, 3, 3, 3) in the checkpoint but (8, 4, 3, 3, 3) here" in result.err, (
+        result.err
+    )
+    assert not (trained / "out" / "fold0" / "checkpoints" / "stage1_epoch2.pt").exists()
+
+
+def test_bad_inputs_are_one_line_errors(prepared: Path, run_cli, tmp_path: Path) -> None:
+    base = ["train", "--backend", "monai", *cli_args(prepared), "--bundle-dir", str(prepared / "bundles")]
+    base += ["--split-json", str(prepared / "splits_2fold.json"), "--output-root", str(tmp_path / "o")]
+    result = run_cli(*base, "--class-weights", "1", "2", "3")
+    assert result.code == 2
+    assert result.err.splitlines()[0].startswith(
+        "error: backends.monai.class_weights: expected exactly 5 values (background NETC SNFH ET RC), got 3"
+    )
+    result = run_cli(*base, "--patch-size", "24", "24", "20")
+    assert result.code == 2
+    assert "backends.monai.patch_size: patch size 24 24 20: every size must be a positive multiple of 8" in result.err
+    result = run_cli(*base, "--amp")
+    assert result.code == 2
+    assert result.err.splitlines()[0] == "error: --amp needs CUDA, but the device is cpu"
+    # a data root that lacks some of the split's cases
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    first = next(p for p in sorted((prepared / "training_data").iterdir()) if p.is_dir())
+    shutil.copytree(first, partial / first.name)
+    result = run_cli(*base, "--fold", "0", "--data-root", partial)
+    assert result.code == 1
+    line = result.err.splitlines()[0]
+    assert line.startswith("error: BraTS-GLI-")
+    assert f"case named in splits_2fold.json fold 0 not found under the data roots ({partial})" in line
+    result = run_cli(*base, "--stage1-epochs", "1", "--epochs", "3")
+    assert result.code == 2
+    assert result.err.splitlines()[0] == "error: --epochs is an option of the nnunet backend, not of 'monai'"
+    assert not (tmp_path / "o").exists(), "something was trained"
+
+
+def test_bundle_without_weights_offline(prepared: Path, run_cli, tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", weights=False)
+    args = ["train", "--backend", "monai", *cli_args(prepared), "--bundle-dir", str(tmp_path / "b")]
+    args += ["--split-json", str(prepared / "splits_2fold.json"), "--output-root", str(tmp_path / "o")]
+    result = run_cli(*args)
+    assert result.code == 1
+    weights = tmp_path / "b" / "brats_mri_segmentation" / "models" / "model.pt"
+    lines = result.err.splitlines()
+    assert lines[0] == (
+        f"error: bundle 'brats_mri_segmentation' has no weights: {weights} is missing and HF_HUB_OFFLINE is set"
+    )
+    assert lines[1].startswith(f"hint: copy {tmp_path / 'b' / 'brats_mri_segmentation'}/ from a machine where")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bundle_with_expressions_needs_trust(prepared: Path, run_cli, tmp_path: Path) -> None:
+    from _monai_bundle import TINY_NETWORK
+
+    make_bundle(tmp_path / "b", network_def={**TINY_NETWORK, "dropout_prob": "$0.1 * 2"})
+    args = ["train", "--backend", "monai", *cli_args(prepared), "--bundle-dir", str(tmp_path / "b")]
+    args += ["--split-json", str(prepared / "splits_2fold.json"), "--stage1-epochs", "0", "--stage2-epochs", "1"]
+    result = run_cli(*args, "--output-root", tmp_path / "o")
+    assert result.code == 1
+    assert result.err.splitlines()[0] == (
+        f"error: {tmp_path / 'b' / 'brats_mri_segmentation' / 'configs' / 'inference.json'}#network_def#dropout_prob "
+        "is the expression '$0.1 * 2'; segkit does not evaluate bundle code unless --trust-bundle is given"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_infer_every_fold_into_templated_folders(trained: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(trained)
+    args = ["infer", "--backend", "monai", *cli_args(trained), "--split-json", str(trained / "splits_2fold.json")]
+    args += ["--output-root", "out"]
+    result = run_cli(
+        *args,
+        "--data-root",
+        "validation_data",
+        "--fold",
+        "all",
+        "--checkpoint",
+        "out/fold{fold}/checkpoints/stage2_best.pt",
+        "-o",
+        "preds/fold{fold}",
+    )
+    assert result.code == 0, result.err
+    for fold in (0, 1):
+        out = trained / "preds" / f"fold{fold}"
+        assert sorted(p.name for p in out.glob("*.nii.gz")) == [
+            "BraTS-GLI-00090-000.nii.gz",
+            "BraTS-GLI-00091-000.nii.gz",
+        ]
+        manifest = json.loads((out / "segkit_predict.json").read_text())
+        assert manifest["folds"] == [fold]
+        for case in resolve_inputs([trained / "validation_data"]):
+            pred = read_volume(out / f"{case.case_id}.nii.gz")
+            ref = read_volume(case.images["t1c"])
+            assert pred.shape == ref.shape == (30, 34, 26)
+            assert np.allclose(pred.affine, ref.affine, atol=1e-4)
+            assert pred.affine[0, 0] < 0, "LAS input: the prediction must keep the flipped x axis"
+            assert pred.data.dtype == np.uint8
+            assert set(np.unique(pred.data)) <= {0, 1, 2, 3, 4}
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_fold_templates_are_required(trained: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(trained)
+    args = ["infer", "--backend", "monai", *cli_args(trained), "--split-json", str(trained / "splits_2fold.json")]
+    args += ["-i", "validation_data", "--fold", "all"]
+    fixed = "out/fold0/checkpoints/stage2_best.pt"
+    result = run_cli(*args, "--checkpoint", fixed, "-o", "p/fold{fold}")
+    assert result.code == 2
+    assert result.err.splitlines()[0] == f"error: {fixed} was trained on fold 0, so it cannot stand for fold 1"
+    result = run_cli(*args, "--checkpoint", fixed, "-o", "p/ens", "--ensemble")
+    assert result.code == 2
+    assert result.err.splitlines()[0] == f"error: 2 folds but --checkpoint {fixed} has no '{{fold}}'"
+    result = run_cli(*args, "-o", "p/plain")
+    assert result.code == 2
+    assert "2 folds but no '{fold}' in the output folder" in result.err
+    assert not (trained / "p").exists()
+
+
+def test_ensemble_of_the_dataset_test_cases(trained: Path) -> None:
+    raw = trained / "raw" / DATASET
+    flags = monai_flags(
+        trained,
+        **{
+            "infer.fold": "all",
+            "infer.ensemble": True,
+            "infer.input": [raw / "imagesTs"],
+            "infer.output": trained / "ensemble",
+            "infer.save_probabilities": True,
+            "backends.monai.dataset_json": raw / "dataset.json",
+        },
+    )
+    (result,) = api.predict(load_config(flags=flags))
+    assert sorted(p.name for p in result.files) == ["BraTS-GLI-00090-000.nii.gz", "BraTS-GLI-00091-000.nii.gz"]
+    manifest = json.loads((trained / "ensemble" / "segkit_predict.json").read_text())
+    assert manifest["ensemble"] == "mean of softmax probabilities"
+    assert len(manifest["checkpoints"]) == 2
+    probs = np.load(trained / "ensemble" / "BraTS-GLI-00090-000.npz")["probabilities"]
+    assert probs.shape == (5, 30, 34, 26)
+    assert np.allclose(probs.astype(np.float32).sum(0), 1.0, atol=1e-2)
+    labels = read_volume(trained / "ensemble" / "BraTS-GLI-00090-000.nii.gz").data
+    top2 = np.sort(probs.astype(np.float32), axis=0)[-2:]
+    clear = top2[1] - top2[0] > 2e-3  # float16 storage can swap near-ties
+    assert clear.mean() > 0.5
+    assert np.array_equal(labels[clear], probs.astype(np.float32).argmax(0)[clear])
+
+
+def test_dataset_json_test_case_missing_from_inputs(trained: Path, tmp_path: Path) -> None:
+    only = tmp_path / "only"
+    only.mkdir()
+    first = next(p for p in sorted((trained / "validation_data").iterdir()) if p.is_dir())
+    shutil.copytree(first, only / first.name)
+    raw = trained / "raw" / DATASET
+    flags = monai_flags(
+        trained,
+        **{"infer.fold": 0, "infer.input": [only], "backends.monai.dataset_json": raw / "dataset.json"},
+    )
+    with pytest.raises(DataError, match=r"BraTS-GLI-00091-000: test case of .*dataset.json not found in the inputs"):
+        api.predict(load_config(flags=flags))
+
+
+def test_resume_refuses_an_epoch_beyond_the_schedule(trained: Path) -> None:
+    flags = monai_flags(
+        trained,
+        **{
+            "train.fold": 0,
+            "backends.monai.stage2_epochs": 0,
+            "backends.monai.resume": trained / "out" / "fold0" / "checkpoints" / "stage2_best.pt",
+        },
+    )
+    with pytest.raises(ConfigError, match="is a stage-2 checkpoint but --stage2-epochs is 0"):
+        api.train(load_config(flags=flags))
+
+
+class TestMonaiContract(BackendContract):
+    def make_backend(self) -> MonaiBundleBackend:
+        return MonaiBundleBackend()
+
+    @pytest.fixture
+    def contract_model(self, trained: Path) -> ContractModel:
+        cfg = load_config(flags=monai_flags(trained))
+        options = MonaiOptions.model_validate(
+            {
+                **cfg.backends["monai"],
+                "checkpoint": str(trained / "out" / "fold{fold}" / "checkpoints" / "stage2_best.pt"),
+            }
+        )
+        cases = tuple(resolve_inputs([trained / "validation_data"]))
+        return ContractModel(MonaiBundleBackend(), options, api.dataset_ref(cfg), cases, (0, 1))
+
+    def test_skip_existing_keeps_predictions(self, contract_model: ContractModel, tmp_path: Path) -> None:
+        m = contract_model
+        request = PredictRequest(m.dataset, m.cases, tmp_path, (0,), m.device)
+        first = m.backend.predict(request, m.options, progress=NullProgress())
+        again = PredictRequest(m.dataset, m.cases, tmp_path, (0,), m.device, overwrite=False)
+        second = m.backend.predict(again, m.options, progress=NullProgress())
+        assert len(first.files) == 2
+        assert second.files == ()
+        assert sorted(second.skipped) == sorted(c.case_id for c in m.cases)
