@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from segkit.data.splits import SplitsResult
     from segkit.data.stats import StatsResult
     from segkit.data.synth import SynthResult
+    from segkit.demo import DemoResult
     from segkit.evaluation.reports import EvalResult
     from segkit.progress import ProgressSink
     from segkit.viz.arch_figures import ArchResult
@@ -482,3 +483,10 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
         evaluation = evaluate_folders(cfg.gt, cfg.pred, settings, progress=progress)
         write_reports(evaluation, paths, version=__version__, pretty=cfg.pretty)
     return EvalResult(evaluation, paths, summary(evaluation, paths))
+
+
+def demo(config: SegkitConfig, *, progress: ProgressSink | None = None) -> DemoResult:
+    """Run the whole loop on a synthetic cohort (`segkit demo`; see `segkit.demo`)."""
+    from segkit.demo import run_demo
+
+    return run_demo(config.demo, progress=progress)

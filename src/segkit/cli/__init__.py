@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 import segkit
-from segkit.cli import config_cmd, data, infer, train, viz
+from segkit.cli import config_cmd, data, demo, infer, train, viz
 from segkit.cli import eval as eval_
 from segkit.cli._common import expand_multi_value, stderr, stdout
 from segkit.errors import SegkitError
@@ -29,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("demo")(demo.demo)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train)
 app.command("infer")(infer.infer)

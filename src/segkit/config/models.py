@@ -367,6 +367,21 @@ class EvalConfig(Strict):
     workers: Workers = 0
 
 
+class DemoConfig(Strict):
+    """`segkit demo`: the whole loop on a synthetic cohort (synth, prepare, splits, train, infer, eval, viz)."""
+
+    output_dir: ConfigPath = Field(Path("outputs/demo"), description="Folder for everything the demo writes.")
+    fast: bool = Field(False, description="A smoke run in well under a minute (every step, too short to learn).")
+    overwrite: bool = Field(False, description="Replace the output folder of an earlier demo run.")
+    cases: int | None = Field(None, ge=5, description="Training cases (default 10; --fast 6).")
+    test_cases: int | None = Field(None, ge=1, description="Held-out cases predicted and scored (default 4; --fast 2).")
+    shape: int | None = Field(None, ge=32, description="Cube size of the synthetic volumes (default 48; --fast 32).")
+    stage1_epochs: int | None = Field(None, ge=0, description="MONAI stage-1 epochs (default 5; --fast 1).")
+    stage2_epochs: int | None = Field(None, ge=0, description="MONAI stage-2 epochs (default 45; --fast 1).")
+    device: Device = Field("auto", description="Device for training and prediction: auto (CUDA if present), cuda, cpu.")
+    seed: int = Field(0, description="Seed of the cohort and of training.")
+
+
 class SegkitConfig(Strict):
     """A segkit run config: shared settings plus one section per command."""
 
@@ -387,6 +402,7 @@ class SegkitConfig(Strict):
     stats: StatsConfig = Field(default_factory=StatsConfig, description="`segkit data stats` and `segkit viz stats`.")
     viz: VizConfig = Field(default_factory=VizConfig, description="`segkit viz` commands.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="`segkit eval`.")
+    demo: DemoConfig = Field(default_factory=DemoConfig, description="`segkit demo`.")
 
 
 def field_description(model: type[BaseModel], name: str) -> str:
