@@ -18,6 +18,13 @@ from segkit.errors import DataError
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(NIFTI_EXT) + "$")
 
+
+def split_channel_file(name: str) -> tuple[str, int] | None:
+    """nnU-Net channel file name -> (case id, channel): ``CASE_0001.nii.gz`` -> (``CASE``, 1); else None."""
+    match = _CHANNEL_FILE.match(name)
+    return (match.group("case"), int(match.group("channel"))) if match else None
+
+
 # Channel names seen in nnU-Net BraTS datasets (segkit's, Dataset226, MSD-style) -> BraTS modality.
 _CHANNEL_ALIASES = {
     "t1n": "t1n",
@@ -68,9 +75,9 @@ def _from_case(case: Case) -> CaseImages:
 def _from_nnunet_folder(folder: Path, modalities: Sequence[str]) -> list[CaseImages]:
     grouped: dict[str, dict[int, Path]] = {}
     for path in sorted(folder.iterdir()):
-        match = _CHANNEL_FILE.match(path.name)
-        if match:
-            grouped.setdefault(match.group("case"), {})[int(match.group("channel"))] = path
+        parts = split_channel_file(path.name)
+        if parts:
+            grouped.setdefault(parts[0], {})[parts[1]] = path
     cases = []
     for case_id, channels in grouped.items():
         missing = [i for i in range(len(modalities)) if i not in channels]
@@ -105,7 +112,7 @@ def resolve_inputs(
             raise DataError(msg)
         if _is_case_folder(path):
             found.append(_from_case(scan_case_folder(path)))
-        elif any(_CHANNEL_FILE.match(p.name) for p in path.iterdir()):
+        elif any(split_channel_file(p.name) for p in path.iterdir()):
             found.extend(_from_nnunet_folder(path, channel_modalities(channel_names)))
         else:
             found.extend(_from_case(c) for c in discover_cases([path]).cases)

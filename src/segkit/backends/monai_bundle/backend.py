@@ -29,11 +29,9 @@ from segkit.backends.base import (
 )
 from segkit.backends.monai_bundle import checkpoints as ck
 from segkit.backends.monai_bundle.options import MonaiOptions
-from segkit.conventions import NIFTI_EXT
+from segkit.data.inputs import split_channel_file
 from segkit.errors import ConfigError, DataError
 from segkit.progress import ProgressSink
-
-_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(NIFTI_EXT) + "$")
 
 
 class MonaiBundleBackend:
@@ -332,10 +330,10 @@ def _remap_channels(case: CaseImages, modalities: Sequence[str]) -> CaseImages:
     paths = list(case.images.values())
     channels: dict[int, Path] = {}
     for path in paths:
-        match = _CHANNEL_FILE.match(Path(path).name)
-        if match is None:
+        parts = split_channel_file(Path(path).name)
+        if parts is None:
             return case
-        channels[int(match.group("channel"))] = Path(path)
+        channels[parts[1]] = Path(path)
     return CaseImages(case.case_id, {modalities[i]: channels[i] for i in sorted(channels) if i < len(modalities)})
 
 

@@ -11,7 +11,6 @@ name, so runs with different schedules land in different model folders, as nnU-N
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -137,14 +136,3 @@ def configuration_data_identifier(plans: dict[str, Any], configuration: str) -> 
             return str(cfg["data_identifier"])
         name = cfg.get("inherits_from")
     return None
-
-
-_CASE_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii\.gz$")
-
-
-def split_channel_file(name: str) -> tuple[str, int] | None:
-    """``CASE_0001.nii.gz`` -> (``CASE``, 1); None for other names."""
-    match = _CASE_CHANNEL.match(name)
-    if not match:
-        return None
-    return match.group("case"), int(match.group("channel"))
