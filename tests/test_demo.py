@@ -33,7 +33,7 @@ def test_fast_demo_runs_every_step(run_cli, tmp_path: Path) -> None:
     assert set(data["wt_dice"]) == {f"BraTS-GLI-{100 + i:05d}-000" for i in range(FAST.test_cases)}
     assert set(data["regions"]) == {"WT", "TC", "NETC", "SNFH", "ET", "RC"}
     assert (out / "evaluation" / "lesion_metrics.json").is_file()
-    # a second run needs --overwrite, and then replaces the earlier demo
+    # a second run needs --overwrite
     again = run_cli("demo", "--fast", "--device", "cpu", "--output-dir", out)
     assert again.code == 1
     assert "holds an earlier demo run" in again.err

@@ -8,7 +8,7 @@ imported inside the functions so that importing this module stays cheap.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,12 +132,12 @@ def splits(config: SegkitConfig) -> SplitsResult:
 # --------------------------------------------------------------------------- backends
 
 
-def dataset_ref(config: SegkitConfig, data_roots: Sequence[Path] = ()) -> DatasetRef:
+def dataset_ref(config: SegkitConfig) -> DatasetRef:
     """The dataset of a run config, as backends see it."""
     from segkit.backends.base import DatasetRef
 
     paths = config.nnunet
-    return DatasetRef(config.dataset, paths.raw, paths.preprocessed, paths.results, tuple(data_roots))
+    return DatasetRef(config.dataset, paths.raw, paths.preprocessed, paths.results)
 
 
 def backend_and_options(
@@ -228,13 +228,16 @@ def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> li
     Returns one result per output folder.
     """
     from segkit.backends._device import resolve_device
-    from segkit.backends.base import PredictRequest, folds_of
+    from segkit.backends.base import PredictRequest, fill_fold, folds_of
     from segkit.data.inputs import resolve_inputs
     from segkit.data.nnunet_dataset import read_dataset_json
     from segkit.progress import NullProgress
 
     cfg = config.infer
     backend, options = backend_and_options(config, cfg.backend)
+    if not backend.capabilities.predict:
+        msg = f"backend {cfg.backend!r} cannot predict"
+        raise ConfigError(msg)
     if cfg.run_evaluation:
         _require_evaluation(config)
     dataset = dataset_ref(config)
@@ -249,7 +252,7 @@ def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> li
     device = resolve_device(cfg.device, supported=backend.capabilities.devices)
     groups: list[tuple[tuple[Fold, ...], Path]]
     if "{fold}" in output:
-        groups = [((fold,), Path(output.format(fold=fold))) for fold in folds]
+        groups = [((fold,), Path(fill_fold(output, fold))) for fold in folds]
     else:
         if len(folds) > 1:
             if not backend.capabilities.ensemble:
@@ -312,7 +315,9 @@ def _evaluate_predictions(config: SegkitConfig, result: PredictResult, progress:
     if output is None:
         output = result.output_dir / "evaluation"
     elif "{fold}" in str(output) and len(result.folds) == 1:
-        output = Path(str(output).format(fold=result.folds[0]))
+        from segkit.backends.base import fill_fold
+
+        output = Path(fill_fold(output, result.folds[0]))
     eval_cfg = config.eval.model_copy(update={"gt": cfg.ground_truth, "pred": result.output_dir, "output_dir": output})
     return evaluate(config.model_copy(update={"eval": eval_cfg}), progress=progress)
 

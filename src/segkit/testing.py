@@ -16,7 +16,6 @@ This module imports pytest; it is meant for test suites only.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -121,14 +120,20 @@ class FakeBackend:
         ]
         threshold = float(np.mean([m["threshold"] for m in models]))
         files = []
+        skipped = []
         progress.start("fake prediction", total=len(request.cases))
         for case in request.cases:
+            target = request.output_dir / f"{case.case_id}.nii.gz"
+            if target.exists() and not request.overwrite:
+                skipped.append(case.case_id)
+                progress.advance()
+                continue
             volume = read_volume(case.images[models[0]["modality"]])
             labels = np.where(volume.data > threshold, 2, 0).astype(np.uint8)
-            files.append(write_volume(request.output_dir / f"{case.case_id}.nii.gz", labels, volume.affine))
+            files.append(write_volume(target, labels, volume.affine))
             progress.advance()
         progress.finish()
-        return PredictResult(request.output_dir, tuple(files))
+        return PredictResult(request.output_dir, tuple(files), tuple(skipped))
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,21 @@ class BackendContract:
             assert np.issubdtype(pred.dtype, np.integer)
         assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
+    def test_predict_keeps_existing_predictions_unless_overwrite(
+        self, contract_model: ContractModel, tmp_path: Path
+    ) -> None:
+        m = contract_model
+        out = tmp_path / "predictions"
+        out.mkdir()
+        first = m.cases[0]
+        kept = out / f"{first.case_id}.nii.gz"
+        kept.write_bytes(b"an earlier prediction")
+        request = PredictRequest(m.dataset, m.cases, out, m.folds, m.device, overwrite=False)
+        result = m.backend.predict(request, m.options, progress=NullProgress())
+        assert first.case_id in result.skipped
+        assert kept.read_bytes() == b"an earlier prediction"
+        assert sorted(p.name for p in result.files) == sorted(f"{c.case_id}.nii.gz" for c in m.cases[1:])
+
     def test_predict_refuses_untrained_folds(self, contract_model: ContractModel, tmp_path: Path) -> None:
         m = contract_model
         request = PredictRequest(m.dataset, m.cases, tmp_path / "out", (3,) if 3 not in m.folds else (4,), m.device)
@@ -218,8 +238,3 @@ def fake_entry_points() -> dict[str, Any]:
     from importlib.metadata import EntryPoint
 
     return {"fake": EntryPoint("fake", "segkit.testing:FakeBackend", "segkit.backends")}
-
-
-def have_module(name: str) -> bool:
-    """Whether `name` can be imported (without importing it)."""
-    return importlib.util.find_spec(name) is not None

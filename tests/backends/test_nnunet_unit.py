@@ -9,8 +9,8 @@ import pytest
 
 from segkit.backends.base import CaseImages, DatasetRef, PredictRequest, TrainRequest
 from segkit.backends.nnunet import NnUNetBackend, NnUNetOptions, layout
-from segkit.backends.nnunet.backend import nnunet_env
-from segkit.errors import ConfigError, DataError
+from segkit.backends.nnunet.backend import _fingerprint_is_stale, input_lists, model_channel_order, nnunet_env
+from segkit.errors import ConfigError, DataError, OutputError
 
 
 def dataset(tmp_path: Path) -> DatasetRef:
@@ -163,3 +163,61 @@ def test_check_predict_missing_model_and_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="holds a model of plans nnUNetResEncUNetMPlans"):
         NnUNetBackend().check(request, NnUNetOptions())
     assert NnUNetBackend().trained_folds(ds, NnUNetOptions()) == (0,)
+
+
+def test_check_continue_needs_a_checkpoint(tmp_path: Path) -> None:
+    ds = fake_planned(tmp_path)
+    with pytest.raises(DataError, match="nothing to continue"):
+        check_train(ds, continue_training=True)
+
+
+def test_check_refuses_to_retrain_a_trained_fold(tmp_path: Path) -> None:
+    ds = fake_planned(tmp_path)
+    fold = layout.fold_dir(layout.model_dir(ds, NnUNetOptions()), 0)
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_final.pth").write_bytes(b"")
+    with pytest.raises(OutputError, match="fold 0 is already trained or started") as info:
+        check_train(ds)
+    assert "--continue" in (info.value.hint or "")
+    check_train(ds, continue_training=True)
+    check_train(ds, overwrite=True)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        check_train(ds, continue_training=True, overwrite=True)
+
+
+def test_prediction_channels_follow_the_models_dataset_json(tmp_path: Path) -> None:
+    """A model trained on another channel order gets each modality in its own input (never implicit)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    assert model_channel_order(model) == ["t1n", "t1c", "t2w", "t2f"]
+    (model / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "FLAIR", "1": "T1", "2": "t1ce", "3": "T2"}})
+    )
+    order = model_channel_order(model)
+    assert order == ["t2f", "t1n", "t1c", "t2w"]
+    case = CaseImages("c", {m: Path(f"/data/c-{m}.nii.gz") for m in ("t1c", "t1n", "t2f", "t2w")})
+    assert [Path(p).name for p in input_lists([case], order)[0]] == [
+        "c-t2f.nii.gz",
+        "c-t1n.nii.gz",
+        "c-t1c.nii.gz",
+        "c-t2w.nii.gz",
+    ]
+    (model / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}}))
+    with pytest.raises(DataError, match="not a BraTS modality"):
+        model_channel_order(model)
+
+
+def test_stale_fingerprint_is_recomputed(tmp_path: Path) -> None:
+    ds = fake_planned(tmp_path)
+    (ds.raw_dir / "dataset.json").write_text(json.dumps({"numTraining": 6}))
+    fingerprint = ds.preprocessed_dir / "dataset_fingerprint.json"
+    assert not _fingerprint_is_stale(ds)
+    fingerprint.write_text(json.dumps({"shapes_after_crop": [[1, 1, 1]] * 6}))
+    assert not _fingerprint_is_stale(ds)
+    fingerprint.write_text(json.dumps({"shapes_after_crop": [[1, 1, 1]] * 5}))
+    assert _fingerprint_is_stale(ds)
+
+
+def test_trainer_must_be_a_class_name() -> None:
+    with pytest.raises(ValueError, match="not a trainer class name"):
+        NnUNetOptions(trainer="nnUNetTrainer'); import os; ('")

@@ -76,3 +76,35 @@ def test_debug_env_shows_traceback(run_cli, monkeypatch) -> None:
 def test_backends_lists_without_error(run_cli) -> None:
     result = run_cli("backends")
     assert result.code == 0
+
+
+def test_multi_value_options_stop_at_positionals() -> None:
+    from segkit.cli._common import expand_multi_value
+
+    assert expand_multi_value(["eval", "--labels", "1", "3", "gt", "pred"]) == [
+        "eval",
+        "--labels",
+        "1",
+        "--labels",
+        "3",
+        "gt",
+        "pred",
+    ]
+    assert expand_multi_value(["train", "-f", "0", "all", "--device", "cpu"]) == [
+        "train",
+        "-f",
+        "0",
+        "-f",
+        "all",
+        "--device",
+        "cpu",
+    ]
+    assert expand_multi_value(["x", "--train-sources", "a", "b", "--", "c"]) == [
+        "x",
+        "--train-sources",
+        "a",
+        "--train-sources",
+        "b",
+        "--",
+        "c",
+    ]

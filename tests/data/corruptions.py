@@ -48,7 +48,7 @@ def shape_mismatch(folder: Path) -> tuple[str, str]:
     path = _file(folder, "t2w")
     data = np.asanyarray(nib.load(path).dataobj)
     _rewrite(path, data[:-2])
-    return "t2w", "shape"
+    return "t2w", "grid differs from t1c: shape"
 
 
 def affine_mismatch(folder: Path) -> tuple[str, str]:
@@ -57,7 +57,7 @@ def affine_mismatch(folder: Path) -> tuple[str, str]:
     affine = img.affine.copy()
     affine[0, 3] += 2.5
     _rewrite(path, np.asanyarray(img.dataobj), affine)
-    return "t2w", "affine differs"
+    return "t2w", "grid differs from t1c: origin shifted by 2.5 mm"
 
 
 def nan_voxels(folder: Path) -> tuple[str, str]:

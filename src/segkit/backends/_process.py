@@ -19,6 +19,7 @@ Parent side::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -80,6 +81,8 @@ def run_worker(
                 stderr=log,
                 text=True,
                 bufsize=1,
+                # Its own process group, so that stopping it also stops the pools the framework spawned.
+                start_new_session=True,
             )
             try:
                 assert proc.stdout is not None
@@ -118,14 +121,15 @@ def _parse(line: str) -> dict[str, Any] | None:
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    """Interrupt the child like Ctrl-C would, then kill it if it does not stop."""
+    """Interrupt the child's process group like Ctrl-C would, then kill the group if it does not stop."""
     if proc.poll() is not None:
         return
     try:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=20)
     except (subprocess.TimeoutExpired, OSError):
-        proc.kill()
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 

@@ -60,14 +60,12 @@ class DatasetRef:
         raw: ``nnUNet_raw`` root.
         preprocessed: ``nnUNet_preprocessed`` root (holds ``splits_final.json``).
         results: ``nnUNet_results`` root.
-        data_roots: BraTS case roots (for backends that read case folders directly).
     """
 
     name: str
     raw: Path
     preprocessed: Path
     results: Path
-    data_roots: tuple[Path, ...] = ()
 
     @property
     def raw_dir(self) -> Path:
@@ -267,6 +265,21 @@ def validate_options(backend: Backend, raw: Mapping[str, Any] | None, *, where: 
         return backend.Options.model_validate(dict(raw or {}))
     except ValidationError as err:
         raise ConfigError(render_validation_error(err, backend.Options, prefix=f"{where}.")) from None
+
+
+def missing_module(*modules: str) -> str | None:
+    """``"<module> is not installed"`` for the first module that cannot be found, else None (imports nothing)."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed"
+    return None
+
+
+def fill_fold(template: str | Path, fold: Fold) -> str:
+    """Replace ``{fold}`` in a path template (other braces are left alone)."""
+    return str(template).replace("{fold}", str(fold))
 
 
 def folds_of(spec: Fold | Sequence[Fold]) -> tuple[Fold, ...]:

@@ -63,7 +63,10 @@ def describe(name: str, ep: EntryPoint) -> BackendInfo:
         return BackendInfo(name, ep.value, False, f"cannot import {ep.value}: {err}")
     summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
     check = getattr(cls, "unavailable_reason", None)
-    reason = check() if callable(check) else None
+    try:
+        reason = check() if callable(check) else None
+    except Exception as err:  # a plugin's own check must not break the listing either
+        reason = f"its availability check failed: {err}"
     return BackendInfo(name, ep.value, reason is None, reason, summary)
 
 
@@ -89,5 +92,10 @@ def load_backend(name: str, *, available: Mapping[str, EntryPoint] | None = None
     if not info.available:
         msg = f"backend {name!r} is {info.status}"
         raise BackendError(msg)
-    cls = available[name].load()
-    return cls()
+    from segkit.backends.base import Backend
+
+    backend = available[name].load()()
+    if not isinstance(backend, Backend):
+        msg = f"{available[name].value} does not implement segkit's Backend protocol"
+        raise BackendError(msg)
+    return backend

@@ -29,6 +29,7 @@ FLAG_OWNERS: dict[str, dict[str, str]] = {
     "final_validation": {"nnunet": "final_validation"},
     "npz": {"nnunet": "npz"},
     "continue_training": {"nnunet": "continue_training"},
+    "overwrite": {"nnunet": "overwrite"},
     "pretrained_weights": {"nnunet": "pretrained_weights"},
     "num_gpus": {"nnunet": "num_gpus"},
     "da_processes": {"nnunet": "data_augmentation_processes"},

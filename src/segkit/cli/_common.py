@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -69,34 +69,52 @@ SetOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
-MULTI_VALUE_OPTIONS = frozenset(
-    {
-        "--train-sources",
-        "--test-sources",
-        "--data-root",
-        "--labels",
-        "--class-weights",
-        "--encoder-prefix",
-        "--fold",
-        "-f",
-        "--input",
-        "-i",
-        "--configurations",
-        "--indices",
-    }
-)
-"""Options that take one or more values after one flag (``--train-sources a b``), as the seed scripts did.
+
+def _any(token: str) -> bool:
+    return True
+
+
+def _number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _fold(token: str) -> bool:
+    return token == "all" or token.isdigit()
+
+
+MULTI_VALUE_OPTIONS: dict[str, Callable[[str], bool]] = {
+    "--train-sources": _any,
+    "--test-sources": _any,
+    "--data-root": _any,
+    "--input": _any,
+    "-i": _any,
+    "--encoder-prefix": _any,
+    "--configurations": _any,
+    "--labels": _number,
+    "--class-weights": _number,
+    "--indices": _number,
+    "--fold": _fold,
+    "-f": _fold,
+}
+"""Options that take one or more values after one flag (``--train-sources a b``), as the seed scripts did,
+with a test of what a value can look like.
 
 Click options have a fixed number of values, so `expand_multi_value` rewrites ``--opt a b`` into
 ``--opt a --opt b`` before parsing. An option name listed here must take a list in every command.
+Options of numbers (or folds) stop at the first token that is not one, so positional arguments after
+them survive: ``segkit eval --labels 1 2 GT PRED``.
 """
 
 
 def expand_multi_value(argv: Sequence[str]) -> list[str]:
     """Rewrite ``--opt a b c`` into ``--opt a --opt b --opt c`` for the options in `MULTI_VALUE_OPTIONS`.
 
-    Values are taken until the next token that starts with ``-`` (negative numbers excepted) or the
-    end; ``--`` stops the expansion.
+    Values are taken until the next token that starts with ``-`` (negative numbers excepted), that the
+    option's value test rejects, or the end; ``--`` stops the expansion.
     """
     out: list[str] = []
     i = 0
@@ -106,10 +124,11 @@ def expand_multi_value(argv: Sequence[str]) -> list[str]:
             out.extend(argv[i:])
             break
         name, eq, inline = token.partition("=")
-        if name in MULTI_VALUE_OPTIONS:
+        accepts = MULTI_VALUE_OPTIONS.get(name)
+        if accepts is not None:
             values = [inline] if eq else []
             j = i + 1
-            while j < len(argv) and not _is_flag(argv[j]):
+            while j < len(argv) and not _is_flag(argv[j]) and (accepts(argv[j]) or not values):
                 values.append(argv[j])
                 j += 1
             if not values:

@@ -32,7 +32,7 @@ def demo(
 ) -> None:
     """Synthesise a cohort, train MONAI on it, predict held-out cases, score them and draw them.
 
-    Everything lands in outputs/demo/ (about 3 minutes on 2 CPU cores; --fast: under a minute).
+    Everything lands in outputs/demo/; timings and scores measured on 2 CPU cores are in docs/benchmarks.md.
     """
     from segkit import api
 

@@ -42,7 +42,7 @@ OptionOpt = Annotated[
     typer.Option("--option", metavar="KEY=VALUE", help="Option of the selected backend (repeatable), any backend."),
 ]
 ConfigurationOpt = Annotated[
-    str | None, typer.Option("--configuration", help=_nn("configuration"), rich_help_panel=NNUNET)
+    str | None, typer.Option("--configuration", "-C", help=_nn("configuration"), rich_help_panel=NNUNET)
 ]
 PlannerOpt = Annotated[str | None, typer.Option("--planner", help=_nn("planner"), rich_help_panel=NNUNET)]
 PlansOpt = Annotated[str | None, typer.Option("--plans", "-p", help=_nn("plans"), rich_help_panel=NNUNET)]
@@ -67,6 +67,10 @@ def train(
     fold: FoldOpt = None,
     device: DeviceOpt = None,
     dataset_id: DatasetOpt = None,
+    overwrite: Annotated[
+        bool | None,
+        typer.Option("--overwrite", help="Train folds that already have results again from scratch (deletes them)."),
+    ] = None,
     configuration: ConfigurationOpt = None,
     planner: PlannerOpt = None,
     plans: PlansOpt = None,
@@ -160,6 +164,7 @@ def train(
             "dataset": dataset_id,
         },
         {
+            "overwrite": overwrite,
             "configuration": configuration,
             "planner": planner,
             "plans": plans,
@@ -233,3 +238,10 @@ def train(
         )
     console.print(table)
     console.print(f"model: {relpath(results[0].model_dir)}")
+    if cfg.train.backend == "nnunet":
+        # segkit's schedule overrides name their own trainer class; infer must ask for the same model.
+        trainer, plans_name, configuration_name = results[0].model_dir.name.split("__")
+        console.print(
+            f"predict with: segkit infer --backend nnunet --trainer {trainer} --plans {plans_name} "
+            f"--configuration {configuration_name} (or the same run config)"
+        )

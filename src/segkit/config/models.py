@@ -168,7 +168,9 @@ class InferConfig(Strict):
     ensemble: bool = Field(
         False, description="Average the folds' probabilities into one prediction (nnU-Net does so for several folds)."
     )
-    save_probabilities: bool = Field(False, description="Also write class probabilities (.npz + .pkl).")
+    save_probabilities: bool = Field(
+        False, description="Also write class probabilities (<case>.npz; nnU-Net adds a .pkl of its properties)."
+    )
     skip_existing: bool = Field(False, description="Keep predictions that already exist instead of redoing them.")
     run_evaluation: bool = Field(False, description="Score the predictions against --ground-truth afterwards.")
     ground_truth: ConfigPath | None = Field(None, description="Ground-truth labels for --run-evaluation.")
@@ -409,8 +411,3 @@ def field_description(model: type[BaseModel], name: str) -> str:
     """The `description` of a field, for CLI help texts (one definition of every option)."""
     info = model.model_fields[name]
     return info.description or ""
-
-
-def section_of(config: SegkitConfig, name: str) -> Any:
-    """The section `name` of `config` (e.g. ``"prepare"``)."""
-    return getattr(config, name)

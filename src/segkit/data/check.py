@@ -18,7 +18,7 @@ from segkit._parallel import map_cases
 from segkit.conventions import MODALITIES, SEG_SUFFIX
 from segkit.data.cases import Case, Discovery, discover_cases
 from segkit.errors import DataError
-from segkit.io import Volume, label_problem, read_volume
+from segkit.io import Volume, grid_mismatch, label_problem, read_volume
 from segkit.progress import ProgressSink
 
 Severity = Literal["error", "warning"]
@@ -157,13 +157,9 @@ def check_case(
         if reference is None:
             reference, reference_name = volume, kind
             continue
-        if volume.shape != reference.shape:
-            msg = f"shape {volume.shape} differs from {reference_name} {reference.shape}"
-            issues.append(Issue(msg, str(path)))
-        elif not np.allclose(volume.affine, reference.affine, rtol=0.0, atol=affine_tolerance):
-            deviation = float(np.abs(volume.affine - reference.affine).max())
-            msg = f"affine differs from {reference_name} (largest difference {deviation:.3g})"
-            issues.append(Issue(msg, str(path)))
+        mismatch = grid_mismatch(volume, reference, affine_tolerance)
+        if mismatch:
+            issues.append(Issue(f"grid differs from {reference_name}: {mismatch}", str(path)))
 
     return CaseReport(
         case_id=case.case_id,

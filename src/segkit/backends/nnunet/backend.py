@@ -8,7 +8,6 @@ neither torch nor nnunetv2; the cheap checks (`check`) run here before any child
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import time
@@ -20,6 +19,7 @@ from typing import Any, ClassVar
 from segkit.backends._process import run_worker
 from segkit.backends.base import (
     Capabilities,
+    CaseImages,
     DatasetRef,
     Fold,
     PredictRequest,
@@ -28,14 +28,17 @@ from segkit.backends.base import (
     PrepareResult,
     TrainRequest,
     TrainResult,
+    missing_module,
 )
 from segkit.backends.nnunet import layout
 from segkit.backends.nnunet.options import NnUNetOptions
 from segkit.conventions import NIFTI_EXT, NNUNET_CHANNEL_ORDER
-from segkit.errors import BackendError, ConfigError, DataError
+from segkit.errors import BackendError, ConfigError, DataError, OutputError, SegkitError
 from segkit.progress import ProgressSink
 
 WORKER = "segkit.backends.nnunet.worker"
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+"""nnU-Net's checkpoints, in the order its --c looks for them."""
 
 
 def default_processes(requested: int) -> int:
@@ -89,10 +92,7 @@ class NnUNetBackend:
     @classmethod
     def unavailable_reason(cls) -> str | None:
         """None when nnunetv2 and torch are installed."""
-        for module in ("torch", "nnunetv2"):
-            if importlib.util.find_spec(module) is None:
-                return f"{module} is not installed"
-        return None
+        return missing_module("torch", "nnunetv2")
 
     # ------------------------------------------------------------------ checks
 
@@ -146,6 +146,17 @@ class NnUNetBackend:
         if opts.continue_training and opts.pretrained_weights is not None:
             msg = "--continue and --pretrained-weights cannot be combined (pretrained weights only start a training)"
             raise ConfigError(msg)
+        if opts.continue_training and opts.overwrite:
+            msg = "--continue and --overwrite cannot be combined"
+            raise ConfigError(msg)
+        fold_dir = layout.fold_dir(layout.model_dir(dataset, opts), request.fold)
+        checkpoints = [n for n in CHECKPOINTS if (fold_dir / n).is_file()]
+        if opts.continue_training and not checkpoints:
+            msg = f"{fold_dir}: nothing to continue (no {', '.join(CHECKPOINTS)})"
+            raise DataError(msg, hint="start the training without --continue")
+        if checkpoints and not (opts.continue_training or opts.overwrite):
+            msg = f"fold {request.fold} is already trained or started: {fold_dir / checkpoints[0]} exists"
+            raise OutputError(msg, hint="pass --continue to resume it, or --overwrite to train it again from scratch")
         if opts.pretrained_weights is not None and not Path(opts.pretrained_weights).is_file():
             msg = f"{opts.pretrained_weights}: pretrained weights file not found"
             raise DataError(msg)
@@ -218,13 +229,16 @@ class NnUNetBackend:
         processes = default_processes(request.num_processes or opts.num_processes)
         log = dataset.preprocessed_dir / "segkit_plan.log"
         configurations = request.configurations or (opts.configuration,)
+        clean = request.clean or _fingerprint_is_stale(dataset)
+        if clean and not request.clean:
+            progress.log("nnU-Net: the dataset changed since its fingerprint was taken; taking it again")
         payload = {
             "dataset": dataset.name,
             "planner": opts.planner_class,
             "plans": opts.plans,
             "configurations": list(configurations),
             "verify": request.verify_dataset_integrity,
-            "clean": request.clean,
+            "clean": clean,
             "preprocess": request.preprocess,
             "num_processes": processes,
             "gpu_memory_target_gb": request.gpu_memory_target_gb,
@@ -269,12 +283,13 @@ class NnUNetBackend:
         trainer = layout.write_trainer_module(dataset, opts)
         model = layout.model_dir(dataset, opts)
         fold = layout.fold_dir(model, request.fold)
+        if opts.overwrite and fold.exists():
+            shutil.rmtree(fold)
+        # Anything this run creates is removed again if nnU-Net refuses to start (e.g. pretrained weights
+        # that do not fit): a refused run leaves no half-made model folder behind.
+        created = [p for p in (model, fold) if not p.exists()]
         fold.mkdir(parents=True, exist_ok=True)
         log = model / f"segkit_train_fold_{request.fold}.log"
-        if request.config_yaml:
-            from segkit.io import write_text
-
-            write_text(fold / "segkit_config.yaml", request.config_yaml)
         processes = default_processes(opts.num_processes)
         payload = {
             "dataset": dataset.name,
@@ -290,17 +305,25 @@ class NnUNetBackend:
             "num_gpus": opts.num_gpus,
             "fold_dir": str(fold),
         }
-        events = _TrainEvents(progress, request.fold)
-        result = run_worker(
-            WORKER,
-            "train",
-            payload,
-            env=nnunet_env(dataset, processes=processes, da_processes=opts.data_augmentation_processes),
-            log_file=log,
-            on_event=events,
-            what="nnU-Net training",
-        )
-        events.close()
+        config_file = fold / "segkit_config.yaml" if request.config_yaml else None
+        events = _TrainEvents(progress, request.fold, config_file, request.config_yaml)
+        try:
+            result = run_worker(
+                WORKER,
+                "train",
+                payload,
+                env=nnunet_env(dataset, processes=processes, da_processes=opts.data_augmentation_processes),
+                log_file=log,
+                on_event=events,
+                what="nnU-Net training",
+            )
+        except SegkitError:
+            if not events.started:
+                for path in reversed(created):
+                    shutil.rmtree(path, ignore_errors=True)
+            raise
+        finally:
+            events.close()
         metrics: dict[str, float] = {}
         if "validation_dice" in result:
             metrics["validation_dice"] = float(result["validation_dice"])
@@ -343,7 +366,7 @@ class NnUNetBackend:
                     "use_mirroring": opts.test_time_mirroring,
                     "save_probabilities": request.save_probabilities,
                     "num_processes": processes,
-                    "inputs": [[str(Path(c.images[m]).resolve()) for m in NNUNET_CHANNEL_ORDER] for c in todo],
+                    "inputs": input_lists(todo, model_channel_order(layout.model_dir(request.dataset, opts))),
                     "outputs": [str((stage / c.case_id).resolve()) for c in todo],
                 }
                 progress.start("predicting", total=len(todo))
@@ -375,6 +398,33 @@ class NnUNetBackend:
         return PredictResult(output_dir=out, files=tuple(files), skipped=skipped, log_file=log)
 
 
+def model_channel_order(model: Path) -> list[str]:
+    """Modality of each input channel of a trained model, from the ``dataset.json`` it was trained with.
+
+    segkit's own datasets use ``t1n t1c t2w t2f``; models trained on other nnU-Net datasets (MSD style
+    ``FLAIR T1w t1gd T2w``, Dataset226's ``T1 T1C T2W T2F``) are mapped through their channel names, so
+    a channel is never fed to the wrong input.
+    """
+    from segkit.data.inputs import channel_modalities
+    from segkit.io import read_json
+
+    path = model / "dataset.json"
+    if not path.is_file():
+        return list(NNUNET_CHANNEL_ORDER)
+    meta = read_json(path)
+    names = meta.get("channel_names") or meta.get("modality") if isinstance(meta, dict) else None
+    try:
+        return channel_modalities(names)
+    except DataError as err:
+        msg = f"{path}: {err}"
+        raise DataError(msg) from err
+
+
+def input_lists(cases: list[CaseImages], order: list[str]) -> list[list[str]]:
+    """nnU-Net's list of channel files per case, in the model's channel `order`."""
+    return [[str(Path(case.images[m]).resolve()) for m in order] for case in cases]
+
+
 def _as_options(options: Any) -> NnUNetOptions:
     if isinstance(options, NnUNetOptions):
         return options
@@ -384,6 +434,25 @@ def _as_options(options: Any) -> NnUNetOptions:
         return NnUNetOptions.model_validate(dict(options))
     msg = f"expected nnU-Net options, got {type(options).__name__}"
     raise ConfigError(msg)
+
+
+def _fingerprint_is_stale(dataset: DatasetRef) -> bool:
+    """An existing fingerprint that counts another number of cases than the dataset has now.
+
+    nnU-Net reuses a fingerprint unless told to redo it, so after `segkit data prepare --clean` changed
+    the cases the plans would otherwise come from the old cohort.
+    """
+    from segkit.data.nnunet_dataset import read_dataset_json
+    from segkit.io import read_json
+
+    path = dataset.preprocessed_dir / "dataset_fingerprint.json"
+    if not path.is_file():
+        return False
+    try:
+        counted = len(read_json(path).get("shapes_after_crop", []))
+    except (DataError, AttributeError):
+        return True
+    return counted != int(read_dataset_json(dataset.raw_dir).get("numTraining", counted))
 
 
 def _check_configuration(plans: dict[str, Any], opts: NnUNetOptions, dataset: DatasetRef) -> None:
@@ -447,15 +516,32 @@ class _StageEvents:
 
 
 class _TrainEvents:
-    """Turns the worker's epoch/iteration events into a bar per epoch and a summary line per epoch."""
+    """Turns the worker's epoch/iteration events into a bar per epoch and a summary line per epoch.
 
-    def __init__(self, progress: ProgressSink, fold: Fold) -> None:
+    The resolved run config is saved in the fold folder when training really starts (after nnU-Net
+    accepted the set-up), so that a refused run leaves nothing behind.
+    """
+
+    def __init__(self, progress: ProgressSink, fold: Fold, config_file: Path | None = None, config: str = "") -> None:
         self.progress = progress
         self.fold = fold
+        self.config_file = config_file
+        self.config = config
+        self.started = False
         self.last_ema: float | None = None
+
+    def _start(self) -> None:
+        if not self.started:
+            self.started = True
+            if self.config_file is not None:
+                from segkit.io import write_text
+
+                write_text(self.config_file, self.config)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
+        if kind in ("epoch_start", "resumed", "training"):
+            self._start()
         if kind == "stage":
             self.progress.start(f"fold {self.fold}: {event.get('name')}", total=None)
         elif kind == "resumed":

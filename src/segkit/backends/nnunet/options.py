@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from segkit.config.models import ConfigPath, Strict
 
@@ -39,6 +39,7 @@ class NnUNetOptions(Strict):
     final_validation: bool = Field(True, description="Run nnU-Net's sliding-window validation after training.")
     npz: bool = Field(False, description="Save softmax probabilities of the final validation (--npz).")
     continue_training: bool = Field(False, description="Resume from the latest checkpoint of this fold (--continue).")
+    overwrite: bool = Field(False, description="Train a fold again from scratch, deleting its earlier results.")
     pretrained_weights: ConfigPath | None = Field(
         None, description="Initialise from an nnU-Net checkpoint (all but the segmentation heads)."
     )
@@ -52,6 +53,15 @@ class NnUNetOptions(Strict):
     checkpoint: str = Field("checkpoint_final.pth", description="Checkpoint file used for prediction.")
     tile_step_size: float = Field(0.5, gt=0, le=1, description="Sliding-window step as a fraction of the patch.")
     test_time_mirroring: bool = Field(True, description="Mirror test-time augmentation when predicting.")
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer_is_a_class_name(cls, value: str) -> str:
+        # The name becomes a Python class (and a folder name); refuse anything else early.
+        if not value.isidentifier():
+            msg = f"{value!r} is not a trainer class name"
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _planner_known_or_plans_given(self) -> NnUNetOptions:

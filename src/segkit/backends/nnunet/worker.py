@@ -178,6 +178,7 @@ def train(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
     if payload["num_gpus"] > 1:
         # nnU-Net's own DDP path spawns one process per GPU; epochs are reported in its log only.
         emit("stage", name=f"training on {payload['num_gpus']} GPUs (progress in the log)")
+        emit("training")
         run_training(
             payload["dataset"],
             payload["configuration"],
@@ -216,6 +217,7 @@ def train(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
     _hook_progress(trainer, emit)
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
+    emit("training")
     trainer.run_training()
     result: dict[str, Any] = {"fold_dir": str(trainer.output_folder), "model_dir": str(trainer.output_folder_base)}
     if payload["final_validation"]:
