@@ -2,8 +2,9 @@
 
 `check` finds every problem it can before any training starts: a missing or unsafe bundle, a split that
 names cases the data roots do not hold, a checkpoint of another stage, fold or architecture, AMP without
-CUDA, a fold template without ``{fold}``. The work itself is in `training` and `inference`; this module
-imports neither torch nor monai (the checks that need them import them inside functions).
+CUDA, a fold template without ``{fold}``, a fold folder that holds an earlier run (without ``overwrite``).
+The work itself is in `training` and `inference`; this module imports neither torch nor monai (the checks
+that need them import them inside functions).
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ by sliding window on the fold's validation cases, the best checkpoint (``stage<s
 ones (``stage<s>_epoch<n>.pt``), and ``metrics/training_log.json`` rewritten after every epoch. Stage 2
 starts from stage 1's best weights.
 
+Nothing is written into ``<output_root>/fold<k>/`` before the first checkpoint: a run refused while
+caching (bad labels) leaves no folder, and with ``overwrite`` an earlier run's files are removed only then.
+
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the network is wrapped in DistributedDataParallel, every rank
 draws its own batches through a DistributedSampler, validation is sharded and its Dice sums all-reduced,
 and only rank 0 writes files or reports progress.
