@@ -15,13 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from _monai_bundle import make_bundle
 
 from segkit.data.nnunet_dataset import dataset_case_ids, prepare_dataset
 from segkit.data.splits import write_splits
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("monai")
 
 DATASET = "Dataset501_BraTSPostTx"
 
@@ -114,10 +112,17 @@ def test_torchrun_ddp_on_cpu(prepared: Path) -> None:
 
 
 @pytest.mark.gpu
-def test_torchrun_ddp_on_gpus_with_amp(prepared: Path) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    world = min(2, torch.cuda.device_count())
-    result = _torchrun(prepared, world, "cuda", "--amp")
+def test_torchrun_ddp_on_two_gpus_with_amp(prepared: Path) -> None:
+    if torch.cuda.device_count() < 2:
+        pytest.skip("DDP over GPUs needs 2 CUDA devices (one GPU would run world size 1)")
+    result = _torchrun(prepared, 2, "cuda", "--amp")
     assert result.returncode == 0, result.stderr[-3000:]
-    _check_run(prepared, world=world)
+    _check_run(prepared, world=2)
+
+
+@pytest.mark.gpu
+def test_amp_training_on_one_gpu(prepared: Path) -> None:
+    """A single-GPU AMP run without DDP (torchrun with one process: world size 1)."""
+    result = _torchrun(prepared, 1, "cuda", "--amp")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_run(prepared, world=1)

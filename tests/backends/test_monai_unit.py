@@ -9,23 +9,32 @@ import json
 import re
 import shutil
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from _monai_bundle import TINY_NETWORK, make_bundle
+from monai.transforms import Compose
 
-from segkit.backends.base import validate_options
+from segkit.backends.base import CaseImages, DatasetRef, PredictRequest, validate_options
 from segkit.backends.monai_bundle import MonaiBundleBackend, MonaiOptions
 from segkit.backends.monai_bundle import bundle as bd
 from segkit.backends.monai_bundle import checkpoints as ck
+from segkit.backends.monai_bundle import data as dm
 from segkit.backends.monai_bundle import network as nw
+from segkit.backends.monai_bundle.backend import _check_fold_folder
+from segkit.backends.monai_bundle.inference import LoadedModel, predict_cases
 from segkit.backends.monai_bundle.training import accumulation_plan
-from segkit.errors import BackendError, ConfigError, DataError
-from segkit.progress import RecordingProgress
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("monai")
+from segkit.data.inputs import resolve_inputs
+from segkit.data.splits import write_splits
+from segkit.data.synth import write_cohort
+from segkit.errors import BackendError, ConfigError, DataError, OutputError
+from segkit.io import read_json, read_volume, write_volume
+from segkit.progress import NullProgress, RecordingProgress
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +149,11 @@ def test_channel_def_maps_to_brats_modalities(tmp_path: Path) -> None:
     assert bd.read_bundle(options(tmp_path)).channel_order == ("t2f", "t1c", "t1n", "t2w")
     meta["network_data_format"]["inputs"]["image"]["channel_def"] = {"0": "T1c", "1": "DWI", "2": "T2", "3": "FLAIR"}
     (folder / "configs" / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(BackendError, match="channel 1 is 'DWI', which is not a BraTS modality"):
+    with pytest.raises(BackendError, match="channel_def: channel 1 is named 'DWI', which is not a BraTS modality"):
+        bd.read_bundle(options(tmp_path))
+    meta["network_data_format"]["inputs"]["image"]["channel_def"] = {"0": "T1c", "1": "T1c", "2": "T2", "3": "FLAIR"}
+    (folder / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(BackendError, match=r"channel_def: the dataset's channels .* are not the four BraTS modalities"):
         bd.read_bundle(options(tmp_path))
 
 
@@ -199,7 +212,8 @@ def test_download_from_url(tmp_path: Path, bundle_server: str, capsys: pytest.Ca
     opts = options(tmp_path, bundle_url=f"{bundle_server}/brats_mri_segmentation.zip")
     bd.check_bundle(opts)  # missing but downloadable: not an error
     progress = RecordingProgress()
-    bundle = bd.ensure_bundle(opts, progress=progress)
+    with pytest.warns(UserWarning, match="No hash value provided"):  # no bundle_sha256: unverified
+        bundle = bd.ensure_bundle(opts, progress=progress)
     folder = tmp_path / "bundles" / "brats_mri_segmentation"
     assert bundle.folder == folder
     assert (folder / "models" / "model.pt").is_file()
@@ -214,13 +228,45 @@ def test_download_from_url(tmp_path: Path, bundle_server: str, capsys: pytest.Ca
     assert capsys.readouterr().out == "", "the download printed to stdout"
 
 
+def test_a_download_without_sha256_is_reported_unverified(tmp_path: Path, bundle_server: str) -> None:
+    url = f"{bundle_server}/brats_mri_segmentation.zip"
+    with pytest.warns(UserWarning, match="No hash value provided"):  # MONAI's own warning is not hidden
+        bundle = bd.ensure_bundle(options(tmp_path, bundle_url=url))
+    archive = hashlib.sha256((tmp_path / "served" / "brats_mri_segmentation.zip").read_bytes()).hexdigest()
+    unverified = [n for n in bundle.notes if "unverified download" in n]
+    assert unverified == [
+        f"bundle brats_mri_segmentation: unverified download from {url} (SHA-256 {archive}; "
+        "set bundle_sha256 to check it)"
+    ]
+    weights = hashlib.sha256(bundle.weights.read_bytes()).hexdigest()
+    assert bundle.weights_sha256 == weights
+    assert f"{bundle.weights}: SHA-256 {weights}" in bundle.notes
+
+
 def test_download_checks_the_sha256(tmp_path: Path, bundle_server: str) -> None:
     url = f"{bundle_server}/brats_mri_segmentation.zip"
     with pytest.raises(BackendError, match="differs from bundle_sha256 0000"):
         bd.ensure_bundle(options(tmp_path, bundle_url=url, bundle_sha256="0" * 64))
     assert not (tmp_path / "bundles" / "brats_mri_segmentation").exists()
     digest = hashlib.sha256((tmp_path / "served" / "brats_mri_segmentation.zip").read_bytes()).hexdigest()
-    assert bd.ensure_bundle(options(tmp_path, bundle_url=url, bundle_sha256=digest)).weights is not None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bundle = bd.ensure_bundle(options(tmp_path, bundle_url=url, bundle_sha256=digest))
+    assert bundle.weights is not None
+    assert not [w for w in caught if "No hash value provided" in str(w.message)], "verified, yet MONAI warned"
+    assert not [n for n in bundle.notes if "unverified" in n]
+
+
+def test_bundle_sha256_needs_a_bundle_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="bundle_sha256 is the SHA-256 of a bundle_url archive"):
+        bd.check_bundle(options(tmp_path, bundle_sha256="a" * 64))
+
+
+def test_a_local_bundle_records_the_sha256_of_its_weights(tmp_path: Path) -> None:
+    folder = make_bundle(tmp_path / "bundles")
+    bundle = bd.ensure_bundle(options(tmp_path))
+    assert bundle.weights_sha256 == hashlib.sha256((folder / "models" / "model.pt").read_bytes()).hexdigest()
+    assert not [n for n in bundle.notes if "unverified" in n], "nothing was downloaded"
 
 
 def test_failed_download_is_one_line(tmp_path: Path, bundle_server: str) -> None:
@@ -289,3 +335,277 @@ def test_label_values_outside_brats_are_refused() -> None:
     check_label_values(torch.tensor([0.0, 1, 2, 3, 4]))
     with pytest.raises(DataError, match=r"label values \[0.0, 5.0\] are not the BraTS 2024 labels 0-4"):
         check_label_values(torch.tensor([0.0, 5.0]))
+
+
+# --------------------------------------------------------------------------- folds, data roots, cache size
+
+
+def dataset_ref(tmp_path: Path) -> DatasetRef:
+    return DatasetRef("Dataset501_BraTSPostTx", tmp_path / "raw", tmp_path / "pre", tmp_path / "res")
+
+
+def test_fold_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    write_splits(["a", "b", "c", "d"], tmp_path / "splits.json", n_folds=2)
+    with pytest.raises(ConfigError, match=r"fold 2 is out of range: .*splits.json has 2 folds \(0-1\)"):
+        dm.read_fold(tmp_path / "splits.json", 2)
+
+
+def test_duplicate_case_ids_across_data_roots_are_refused(tmp_path: Path, cohort: Path) -> None:
+    first = sorted(p for p in cohort.iterdir() if p.is_dir())[0]
+    other = tmp_path / "more"
+    shutil.copytree(first, other / first.name)
+    with pytest.raises(DataError) as err:
+        dm.labelled_cases([first.name], roots=[cohort, other], dataset=dataset_ref(tmp_path), source="fold 0")
+    assert str(err.value) == f"{first.name}: duplicate case id in {first} and {other / first.name}"
+
+
+def test_class_indices_are_bounded(tmp_path: Path) -> None:
+    write_cohort(tmp_path / "c", cases=1, shape=(32, 32, 32), seed=2)
+    (case,) = dm.labelled_cases(
+        ["BraTS-GLI-00000-000"], roots=[tmp_path / "c"], dataset=dataset_ref(tmp_path), source="test"
+    )
+    chain = dm.training_transforms((1.0, 1.0, 1.0), (16, 16, 16), num_samples=1, crop_ratios=None)
+    names = [type(t).__name__ for t in chain.transforms]
+    upto = Compose(chain.transforms[: names.index("ClassesToIndicesd") + 1])
+    out = upto(dm.record(case.images, ("t1c", "t1n", "t2w", "t2f"), label=case.label, case_id=case.case_id))
+    sizes = [len(i) for i in out["label_cls_indices"]]
+    assert sizes[0] == dm.MAX_SAMPLES_PER_CLASS, "background (most of 32^3 voxels) is subsampled"
+    assert sum(sizes) < 32**3
+
+
+def test_cache_size_is_estimated_from_the_header(tmp_path: Path) -> None:
+    write_volume(tmp_path / "mni.nii.gz", np.zeros((182, 218, 182), np.uint8), np.eye(4))
+    case_bytes = dm.cached_case_bytes(tmp_path / "mni.nii.gz", (1.0, 1.0, 1.0), (128, 128, 128))
+    assert 140e6 < case_bytes < 150e6, "about 150 MB per case on the 1 mm grid"
+    # at 2 mm the grid shrinks eightfold, but never below one patch
+    assert dm.cached_case_bytes(tmp_path / "mni.nii.gz", (2.0, 2.0, 2.0), (128, 128, 128)) > 128**3 * 20
+    assert dm.auto_cache_rate(100, 150_000_000, 16_000_000_000) == 0.53
+    assert dm.auto_cache_rate(100, 150_000_000, 16_000_000_000, processes=4) == 0.13
+    assert dm.auto_cache_rate(10, 1_000_000, 16_000_000_000) == 1.0
+    assert dm.auto_cache_rate(0, 1, 1) == 1.0
+    assert MonaiOptions().cache_rate is None, "the default is sized to the machine, not 1.0"
+    available = dm.available_memory()
+    assert available is None or available > 0
+
+
+# --------------------------------------------------------------------------- an earlier run in the fold folder
+
+
+def test_an_earlier_run_in_the_fold_folder_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    checkpoints = root / "fold0" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name in ("stage1_best.pt", "stage2_best.pt", "stage2_epoch3.pt", "stage2_epoch4.pt"):
+        ck.save_checkpoint(checkpoints / name, {"meta": {"stage": int(name[5]), "epoch": 1, "fold": 0}, "model": {}})
+    (checkpoints / "my_notes.txt").write_text("not segkit's")
+    assert [p.name for p in ck.run_files(root / "fold0")] == [
+        "stage1_best.pt",
+        "stage2_best.pt",
+        "stage2_epoch3.pt",
+        "stage2_epoch4.pt",
+    ]
+    with pytest.raises(OutputError) as err:
+        _check_fold_folder(options(tmp_path, output_root=root), 0)
+    assert str(err.value) == (
+        f"{root / 'fold0'} holds an earlier run (stage1_best.pt, stage2_best.pt, stage2_epoch3.pt, ...); "
+        "refusing to mix this run into it"
+    )
+    assert "--overwrite" in (err.value.hint or "")
+    _check_fold_folder(options(tmp_path, output_root=root, overwrite=True), 0)
+    _check_fold_folder(options(tmp_path, output_root=root), 1)  # another fold's folder is empty
+    in_place = checkpoints / "stage2_epoch3.pt"
+    _check_fold_folder(options(tmp_path, output_root=root, resume=in_place), 0)  # continues that run
+    with pytest.raises(ConfigError, match=r"--overwrite would delete .*stage2_epoch3.pt, the checkpoint --resume"):
+        _check_fold_folder(options(tmp_path, output_root=root, resume=in_place, overwrite=True), 0)
+    with pytest.raises(OutputError, match=r"stage2_best.pt would outlive this resumed run, which trains no stage 2"):
+        _check_fold_folder(
+            options(tmp_path, output_root=root, resume=checkpoints / "stage1_best.pt", stage2_epochs=0), 0
+        )
+    elsewhere = tmp_path / "other" / "fold0" / "checkpoints" / "stage1_epoch1.pt"
+    with pytest.raises(OutputError, match="holds an earlier run"):
+        _check_fold_folder(options(tmp_path, output_root=root, resume=elsewhere), 0)
+
+
+# --------------------------------------------------------------------------- prediction (no training)
+
+TINY_ARGS = nw.network_args({k: v for k, v in TINY_NETWORK.items() if k != "_target_"}, {})
+ORDER = ("t1c", "t1n", "t2w", "t2f")
+
+
+def fake_checkpoint(
+    path: Path,
+    *,
+    args: dict[str, Any] | None = None,
+    channel_order: tuple[str, ...] = ORDER,
+    bundle: str | None = "brats_mri_segmentation",
+) -> Path:
+    """A segkit checkpoint of a random tiny SegResNet (fold 0, stage 2), as training writes them."""
+    torch.manual_seed(0)
+    net = nw.build_network(TINY_ARGS)
+    meta = {
+        "stage": 2,
+        "epoch": 1,
+        "fold": 0,
+        "kind": "best",
+        "network": {"name": "SegResNet", "args": args or TINY_ARGS},
+        "channel_order": list(channel_order),
+        "spacing": [1.0, 1.0, 1.0],
+        "patch_size": [16, 16, 16],
+        "bundle": {"name": bundle},
+    }
+    return ck.save_checkpoint(path, {"meta": meta, "model": net.state_dict()})
+
+
+@pytest.fixture
+def cases(tmp_path: Path) -> tuple[CaseImages, ...]:
+    write_cohort(tmp_path / "cases", cases=2, shape=(24, 24, 24), seed=1)
+    return tuple(resolve_inputs([tmp_path / "cases"]))
+
+
+def predict_request(tmp_path: Path, cases: tuple[CaseImages, ...], out: Path) -> PredictRequest:
+    return PredictRequest(dataset_ref(tmp_path), cases, out, (0,), "cpu")
+
+
+def test_checkpoint_of_another_architecture_leaves_no_output(tmp_path: Path, cases: tuple[CaseImages, ...]) -> None:
+    path = fake_checkpoint(tmp_path / "ck.pt", args={**TINY_ARGS, "init_filters": 16})
+    request = predict_request(tmp_path, cases, tmp_path / "out" / "pred")
+    with pytest.raises(DataError) as err:
+        MonaiBundleBackend().predict(request, options(tmp_path, checkpoint=path), progress=NullProgress())
+    assert str(err.value) == (
+        f"{path}: checkpoint does not fit the network its metadata describes: convInit.conv.weight has shape "
+        "(8, 4, 3, 3, 3) in the checkpoint but (16, 4, 3, 3, 3) here"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_case_that_cannot_be_read_leaves_no_output(tmp_path: Path, cases: tuple[CaseImages, ...]) -> None:
+    path = fake_checkpoint(tmp_path / "ck.pt")
+    cases[0].images["t2w"].write_bytes(b"not a NIfTI file")
+    request = predict_request(tmp_path, cases, tmp_path / "out" / "pred")
+    with pytest.raises(DataError, match=f"{cases[0].case_id}: cannot load and resample the images"):
+        MonaiBundleBackend().predict(request, options(tmp_path, checkpoint=path), progress=NullProgress())
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_local_bundle_channel_def_is_checked(tmp_path: Path, cases: tuple[CaseImages, ...]) -> None:
+    metadata = make_bundle(tmp_path / "bundles") / "configs" / "metadata.json"  # T1c T1 T2 FLAIR
+    swapped = fake_checkpoint(tmp_path / "swapped.pt", channel_order=("t1n", "t1c", "t2w", "t2f"))
+    request = predict_request(tmp_path, cases, tmp_path / "pred")
+    with pytest.raises(ConfigError) as err:
+        MonaiBundleBackend().check(request, options(tmp_path, checkpoint=swapped))
+    assert str(err.value) == (
+        f"{swapped}: trained on channels t1n t1c t2w t2f, but the channel_def of bundle brats_mri_segmentation "
+        f"({metadata}) is t1c t1n t2w t2f"
+    )
+    # the matching order predicts, and the manifest names the metadata compared against
+    good = fake_checkpoint(tmp_path / "good.pt")
+    result = MonaiBundleBackend().predict(request, options(tmp_path, checkpoint=good), progress=NullProgress())
+    assert len(result.files) == 2
+    assert read_json(tmp_path / "pred" / "segkit_predict.json")["bundle_channel_def_checked"] == str(metadata)
+    # no local bundle: inference needs none, compares nothing and downloads nothing
+    elsewhere = options(tmp_path / "nowhere", checkpoint=swapped)
+    MonaiBundleBackend().check(request, elsewhere)
+    assert not (tmp_path / "nowhere").exists()
+    # by default only a checkpoint fine-tuned from that bundle is compared
+    unnamed = MonaiOptions.model_validate({"checkpoint": str(tmp_path / "fresh.pt")})
+    fake_checkpoint(tmp_path / "fresh.pt", channel_order=("t1n", "t1c", "t2w", "t2f"), bundle=None)
+    MonaiBundleBackend().check(request, unnamed)
+
+
+def test_infer_takes_the_bundle_flags_of_the_seed_script(
+    tmp_path: Path, cases: tuple[CaseImages, ...], run_cli
+) -> None:
+    make_bundle(tmp_path / "b")
+    path = fake_checkpoint(tmp_path / "ck.pt", channel_order=("t2f", "t1c", "t1n", "t2w"))
+    args = ["infer", "--backend", "monai", "--device", "cpu", "-i", tmp_path / "cases", "--fold", "0"]
+    args += ["--checkpoint", path, "-o", tmp_path / "pred", "--set", f"nnunet.raw={tmp_path / 'raw'}"]
+    result = run_cli(*args, "--bundle-name", "brats_mri_segmentation", "--bundle-dir", tmp_path / "b")
+    assert result.code == 2, result.err
+    assert result.err.splitlines()[0].startswith(f"error: {path}: trained on channels t2f t1c t1n t2w, but ")
+    assert not (tmp_path / "pred").exists()
+    result = run_cli(*args, "--bundle-name", "none")
+    assert result.code == 0, result.err
+    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 2
+
+
+# --------------------------------------------------------------------------- geometry: a known answer
+
+
+class _ThresholdNet(torch.nn.Module):
+    """Predicts class 2 where input channel `channel` (z-normalised) exceeds `threshold`, else background."""
+
+    def __init__(self, channel: int, threshold: float) -> None:
+        super().__init__()
+        self.channel, self.threshold = channel, threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.full((x.shape[0], 5, *x.shape[2:]), -10.0)
+        out[:, 0] = 0.0
+        out[:, 2] = 20.0 * (x[:, self.channel] - self.threshold)
+        return out
+
+
+SHAPE = (30, 34, 26)
+SPACING = (1.0, 0.9, 1.2)
+
+
+def _affine(kind: str) -> np.ndarray:
+    affine = np.eye(4)
+    if kind == "las":  # x flipped, anisotropic
+        affine[:3, :3] = np.diag([-SPACING[0], SPACING[1], SPACING[2]])
+    elif kind == "permuted":  # voxel axis 0 runs along world A, axis 1 along world L
+        affine[:3, :3] = [[0, -SPACING[1], 0], [SPACING[0], 0, 0], [0, 0, SPACING[2]]]
+    else:  # oblique: LAS rotated by 10 degrees about S
+        t = np.deg2rad(10.0)
+        rotation = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+        affine[:3, :3] = rotation @ np.diag([-SPACING[0], SPACING[1], SPACING[2]])
+    affine[:3, 3] = [14.0, -15.0, -12.0]
+    return affine
+
+
+def _ball(affine: np.ndarray, centre: tuple[int, int, int], radius_mm: float) -> np.ndarray:
+    """Voxels of a SHAPE grid within `radius_mm` (world distance) of voxel `centre`."""
+    index = np.indices(SHAPE).reshape(3, -1).astype(float)
+    world = affine[:3, :3] @ index + affine[:3, 3:]
+    middle = affine[:3, :3] @ np.asarray(centre, float) + affine[:3, 3]
+    return (np.linalg.norm(world - middle[:, None], axis=0) <= radius_mm).reshape(SHAPE)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+@pytest.mark.parametrize("kind", ["las", "permuted", "oblique"])
+def test_prediction_lands_on_the_input_grid(tmp_path: Path, kind: str) -> None:
+    """A stub network thresholds t2f in the network's space (RAS, 1 mm); the written map must equal the
+    same threshold on the case's own grid, and not a flipped one."""
+    affine = _affine(kind)
+    # each modality holds a 6 mm ball at its own off-centre place (100 inside, 10 outside)
+    centres = {"t1c": (21, 22, 16), "t1n": (15, 26, 7), "t2w": (23, 8, 18), "t2f": (8, 12, 9)}
+    images = {}
+    for modality, centre in centres.items():
+        data = np.where(_ball(affine, centre, 6.0), 100.0, 10.0).astype(np.float32)
+        images[modality] = write_volume(tmp_path / f"case-{modality}.nii.gz", data, affine)
+    t2f = read_volume(images["t2f"]).data.astype(np.float64)
+    threshold = (55.0 - t2f.mean()) / t2f.std()  # 55 (halfway between 10 and 100) after z-normalisation
+    meta = {"channel_order": list(ORDER), "spacing": [1.0, 1.0, 1.0], "patch_size": [16, 16, 16]}
+    model = LoadedModel(tmp_path / "stub.pt", meta, _ThresholdNet(ORDER.index("t2f"), threshold))
+    (written,), _ = predict_cases(
+        [CaseImages("case", images)],
+        [model],
+        MonaiOptions(sw_batch_size=1),
+        output_dir=tmp_path / "out",
+        device="cpu",
+        overwrite=True,
+        save_probabilities=False,
+        progress=NullProgress(),
+    )
+    pred = read_volume(written)
+    assert pred.shape == SHAPE
+    assert set(np.unique(pred.data)) == {0, 2}
+    expected = t2f > 55.0
+    dice = _dice(pred.data == 2, expected)
+    assert dice >= 0.9, dice
+    for axis in range(3):
+        flipped = _dice(pred.data == 2, np.flip(expected, axis))
+        assert flipped < dice - 0.5, f"axis {axis}: {flipped} vs {dice}"

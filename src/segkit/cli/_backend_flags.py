@@ -55,6 +55,7 @@ FLAG_OWNERS: dict[str, dict[str, str]] = {
     "encoder_prefix": {"monai": "encoder_prefix"},
     "resume": {"monai": "resume"},
     "resume_stage": {"monai": "resume_stage"},
+    "overwrite": {"monai": "overwrite"},
     "load_weights": {"monai": "load_weights"},
     "amp": {"monai": "amp"},
     "cache_rate": {"monai": "cache_rate"},

@@ -99,6 +99,8 @@ def infer(
     sw_batch_size: Annotated[int | None, typer.Option(help=_mo("sw_batch_size"), rich_help_panel=MONAI)] = None,
     sw_overlap: Annotated[float | None, typer.Option(help=_mo("sw_overlap"), rich_help_panel=MONAI)] = None,
     amp: AmpOpt = None,
+    bundle_name: Annotated[str | None, typer.Option(help=_mo("bundle_name"), rich_help_panel=MONAI)] = None,
+    bundle_dir: Annotated[Path | None, typer.Option(help=_mo("bundle_dir"), rich_help_panel=MONAI)] = None,
     options: OptionOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -148,6 +150,8 @@ def infer(
             "sw_batch_size": sw_batch_size,
             "sw_overlap": sw_overlap,
             "amp": amp,
+            "bundle_name": bundle_name,
+            "bundle_dir": bundle_dir,
         },
     )
     with progress_sink(ctx) as sink:

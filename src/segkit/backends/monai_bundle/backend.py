@@ -2,8 +2,9 @@
 
 `check` finds every problem it can before any training starts: a missing or unsafe bundle, a split that
 names cases the data roots do not hold, a checkpoint of another stage, fold or architecture, AMP without
-CUDA, a fold template without ``{fold}``. The work itself is in `training` and `inference`; this module
-imports neither torch nor monai (the checks that need them import them inside functions).
+CUDA, a fold template without ``{fold}``, a fold folder that holds an earlier run (without ``overwrite``).
+The work itself is in `training` and `inference`; this module imports neither torch nor monai (the checks
+that need them import them inside functions).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from segkit.backends.base import (
 from segkit.backends.monai_bundle import checkpoints as ck
 from segkit.backends.monai_bundle.options import MonaiOptions
 from segkit.data.inputs import split_channel_file
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, OutputError
 from segkit.progress import ProgressSink
 
 
@@ -134,6 +135,7 @@ class MonaiBundleBackend:
         dm.labelled_cases([*train_ids, *val_ids], roots=opts.data_root, dataset=request.dataset, source=source)
         check_bundle(opts)
         self._check_weights(opts, fold)
+        _check_fold_folder(opts, fold)  # last: a checkpoint of another fold or network is the sharper message
 
     def _check_weights(self, opts: MonaiOptions, fold: int) -> None:
         """Encoder prefixes exist; resume/initial checkpoints are of this fold and stage and fit the network."""
@@ -187,6 +189,7 @@ class MonaiBundleBackend:
         if explicit and len(folds) > 1 and not templated:
             msg = f"{len(folds)} folds but --checkpoint {opts.checkpoint} has no '{{fold}}'"
             raise ConfigError(msg, hint="put {fold} in --checkpoint so that each fold loads its own model")
+        metas: list[tuple[Path, Mapping[str, Any]]] = []
         for fold in folds:
             if not isinstance(fold, int):
                 msg = f"fold {fold!r}: the MONAI backend predicts with numbered folds"
@@ -199,10 +202,14 @@ class MonaiBundleBackend:
                     root = Path(opts.output_root) / f"fold{fold}" / "checkpoints"
                     msg = f"{root}: no stage2_best.pt or stage1_best.pt (fold {fold} is not trained)"
                 raise DataError(msg, hint="train the fold first, or pass --checkpoint")
-            meta = ck.read_checkpoint(path)["meta"]
+            payload = ck.read_checkpoint(path)
+            meta = payload["meta"]
             if explicit and not templated and int(meta["fold"]) != fold:
                 msg = f"{path} was trained on fold {meta['fold']}, so it cannot stand for fold {fold}"
                 raise ConfigError(msg, hint="put {fold} in --checkpoint, or pass the checkpoint's own --fold")
+            _check_fits(path, payload)
+            metas.append((path, meta))
+        _check_bundle_channels(opts, metas)
 
     def _select_cases(self, cases: Sequence[CaseImages], opts: MonaiOptions) -> tuple[CaseImages, ...]:
         """The cases to predict: all of them, or the ``segkit.test_cases`` of ``--dataset-json``.
@@ -244,7 +251,14 @@ class MonaiBundleBackend:
         opts = _as_options(options)
         self.check(request, opts)
         bundle = ensure_bundle(opts, progress=progress)
-        details = {"bundle": bundle.name, "folder": str(bundle.folder) if bundle.folder else None}
+        for note in bundle.notes:
+            progress.log(note)
+        details = {
+            "bundle": bundle.name,
+            "folder": str(bundle.folder) if bundle.folder else None,
+            "weights_sha256": bundle.weights_sha256,
+            "notes": list(bundle.notes),
+        }
         return PrepareResult(plans_file=None, configurations=(), details=details)
 
     def train(self, request: TrainRequest, options: Any, *, progress: ProgressSink) -> TrainResult:
@@ -256,31 +270,37 @@ class MonaiBundleBackend:
         return train_fold(request, opts, progress=progress)
 
     def predict(self, request: PredictRequest, options: Any, *, progress: ProgressSink) -> PredictResult:
-        """Predict the cases with one fold's model or the softmax average of several (``--ensemble``)."""
+        """Predict the cases with one fold's model or the softmax average of several (``--ensemble``).
+
+        The output folder is created only once every model has loaded, and removed again (when still
+        empty) if the first case fails.
+        """
         from segkit.backends.monai_bundle.inference import load_model, predict_cases
-        from segkit.io import ensure_writable_dir
+        from segkit.io import output_dirs
 
         opts = _as_options(options)
         self.check(request, opts)
         cases = self._select_cases(request.cases, opts)
-        out = ensure_writable_dir(request.output_dir)
         paths = [_checkpoint_for(opts, int(f)) for f in request.folds]
         progress.start(f"loading {len(paths)} checkpoint{'s' if len(paths) > 1 else ''}")
         try:
             models = [load_model(p, request.device) for p in paths]
         finally:
             progress.finish()
-        files, skipped = predict_cases(
-            cases,
-            models,
-            opts,
-            output_dir=out,
-            device=request.device,
-            overwrite=request.overwrite,
-            save_probabilities=request.save_probabilities,
-            progress=progress,
-        )
-        _write_manifest(out, request, opts, paths, files, skipped)
+        checked = _check_bundle_channels(opts, [(m.path, m.meta) for m in models])
+        out = Path(request.output_dir)
+        with output_dirs([out]):
+            files, skipped = predict_cases(
+                cases,
+                models,
+                opts,
+                output_dir=out,
+                device=request.device,
+                overwrite=request.overwrite,
+                save_probabilities=request.save_probabilities,
+                progress=progress,
+            )
+            _write_manifest(out, request, opts, paths, files, skipped, checked)
         return PredictResult(output_dir=out, files=tuple(files), skipped=tuple(skipped))
 
 
@@ -299,6 +319,95 @@ def _check_amp(opts: MonaiOptions, device: str) -> None:
     if opts.amp and device != "cuda":
         msg = f"--amp needs CUDA, but the device is {device}"
         raise ConfigError(msg, hint="drop --amp on this machine (mixed precision only pays off on a GPU)")
+
+
+def _check_fold_folder(opts: MonaiOptions, fold: int) -> None:
+    """Refuse to train into a fold folder that holds an earlier run, unless resuming it or overwriting it.
+
+    An earlier run's checkpoints would otherwise be mixed with this run's: with ``--stage2-epochs 0``,
+    inference would pick the old ``stage2_best.pt``.
+
+    Raises:
+        OutputError: Checkpoints or a training log of an earlier run, without ``overwrite``; or, resuming
+            in place, an old ``stage2_best.pt`` that a run without stage 2 would leave behind.
+        ConfigError: ``overwrite`` would delete the checkpoint ``--resume`` continues from.
+    """
+    fold_dir = Path(opts.output_root) / f"fold{fold}"
+    old = ck.run_files(fold_dir)
+    if not old:
+        return
+    resume = ck.format_template(opts.resume, fold) if opts.resume is not None else None
+    in_place = resume is not None and ck.is_inside(resume, fold_dir)
+    if opts.overwrite:
+        if in_place:
+            msg = f"--overwrite would delete {resume}, the checkpoint --resume continues from"
+            raise ConfigError(msg, hint="resume into another --output-root, or drop --overwrite to continue in place")
+        return
+    if in_place:
+        assert resume is not None
+        stage2_best = ck.checkpoint_dir(opts.output_root, fold) / ck.best_name(2)
+        # (a stage-2 checkpoint with --stage2-epochs 0 is refused more precisely by _check_weights)
+        if opts.stage2_epochs == 0 and stage2_best.is_file() and int(ck.read_checkpoint(resume)["meta"]["stage"]) == 1:
+            msg = f"{stage2_best} would outlive this resumed run, which trains no stage 2 (inference would pick it)"
+            raise OutputError(msg, hint="resume into another --output-root, or train stage 2 as well")
+        return
+    names = ", ".join(p.name for p in old[:3]) + (", ..." if len(old) > 3 else "")
+    msg = f"{fold_dir} holds an earlier run ({names}); refusing to mix this run into it"
+    raise OutputError(
+        msg, hint="pass --overwrite to replace it, --resume one of its checkpoints, or choose another --output-root"
+    )
+
+
+def _check_fits(path: Path, payload: Mapping[str, Any]) -> None:
+    """The checkpoint's weights fit the SegResNet its metadata describes (as `inference.load_model` builds it).
+
+    Raises:
+        DataError: The first tensor whose name or shape differs.
+    """
+    from segkit.backends.monai_bundle import network as nw
+
+    net = nw.build_network(payload["meta"]["network"]["args"])
+    problem = nw.first_mismatch(net.state_dict(), payload["model"])
+    if problem:
+        msg = f"{path}: checkpoint does not fit the network its metadata describes: {problem}"
+        raise DataError(msg, hint="the checkpoint was altered or written by another tool; use segkit's own")
+
+
+def _check_bundle_channels(opts: MonaiOptions, checkpoints: Sequence[tuple[Path, Mapping[str, Any]]]) -> Path | None:
+    """Compare a local bundle's ``channel_def`` with the channel order each checkpoint was trained with.
+
+    Inference feeds channels in the checkpoint's order and needs no bundle; this only catches a checkpoint
+    that contradicts the bundle it is said to come from. Checked when the bundle was named explicitly
+    (``--bundle-name``/``--bundle-dir``) or is the one the checkpoint records; nothing is downloaded.
+
+    Returns:
+        The ``metadata.json`` compared against, or None when there was nothing to compare.
+
+    Raises:
+        ConfigError: A checkpoint whose channel order differs from the bundle's.
+    """
+    from segkit.backends.monai_bundle.bundle import local_channel_order
+
+    local = local_channel_order(opts)
+    if local is None:
+        return None
+    metadata, order = local
+    explicit = bool({"bundle_name", "bundle_dir"} & opts.model_fields_set)
+    compared = False
+    for path, meta in checkpoints:
+        recorded = (meta.get("bundle") or {}).get("name")
+        if not explicit and recorded != opts.bundle_name:
+            continue
+        trained = tuple(meta["channel_order"])
+        if trained != order:
+            msg = (
+                f"{path}: trained on channels {' '.join(trained)}, but the channel_def of bundle "
+                f"{opts.bundle_name} ({metadata}) is {' '.join(order)}"
+            )
+            hint = "pass the --bundle-name/--bundle-dir it was fine-tuned from, or --bundle-name none (none needed)"
+            raise ConfigError(msg, hint=hint)
+        compared = True
+    return metadata if compared else None
 
 
 def _checkpoint_for(opts: MonaiOptions, fold: int) -> Path:
@@ -344,6 +453,7 @@ def _write_manifest(
     checkpoints: list[Path],
     files: list[Path],
     skipped: list[str],
+    bundle_checked: Path | None,
 ) -> None:
     from segkit import __version__
     from segkit.io import write_json
@@ -356,6 +466,7 @@ def _write_manifest(
             "dataset": request.dataset.name,
             "folds": list(request.folds),
             "checkpoints": [str(p) for p in checkpoints],
+            "bundle_channel_def_checked": str(bundle_checked) if bundle_checked else None,
             "ensemble": "mean of softmax probabilities" if len(checkpoints) > 1 else None,
             "device": request.device,
             "roi_size": list(opts.roi_size) if opts.roi_size else None,

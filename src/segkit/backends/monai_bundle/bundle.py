@@ -14,6 +14,8 @@ Importing this module imports neither torch nor monai.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -26,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segkit.conventions import MODALITIES, MONAI_BUNDLE_CHANNEL_ORDER
-from segkit.errors import BackendError, SegkitError
+from segkit.conventions import MONAI_BUNDLE_CHANNEL_ORDER
+from segkit.data.inputs import channel_modalities
+from segkit.errors import BackendError, ConfigError, DataError, SegkitError
 from segkit.progress import NullProgress, ProgressSink
 
 if TYPE_CHECKING:
@@ -54,25 +57,6 @@ SEGRESNET_TARGETS = frozenset({"SegResNet", "monai.networks.nets.SegResNet", "mo
 _EXPRESSION_PREFIXES = ("$", "@", "%")
 _HARMLESS_KEYS = frozenset({"_target_", "_desc_"})
 
-_CHANNEL_ALIASES = {
-    "t1c": "t1c",
-    "t1ce": "t1c",
-    "t1gd": "t1c",
-    "t1-gd": "t1c",
-    "t1+c": "t1c",
-    "t1 contrast": "t1c",
-    "t1": "t1n",
-    "t1n": "t1n",
-    "t1w": "t1n",
-    "t2": "t2w",
-    "t2w": "t2w",
-    "flair": "t2f",
-    "t2f": "t2f",
-    "t2-flair": "t2f",
-    "t2 flair": "t2f",
-}
-"""Channel names used in bundle ``channel_def`` -> BraTS modality file suffix."""
-
 
 @dataclass(frozen=True)
 class Bundle:
@@ -85,7 +69,10 @@ class Bundle:
         channel_order: BraTS modality of each input channel, e.g. ``("t1c", "t1n", "t2w", "t2f")``.
         weights: ``models/model.pt``, None without a bundle.
         version: The bundle's version from ``metadata.json``, if any.
-        notes: Facts worth a log line (defaults assumed, configs trusted).
+        notes: Facts worth a log line (defaults assumed, configs trusted, an unverified download, the
+            weights' SHA-256).
+        weights_sha256: SHA-256 of ``models/model.pt`` as loaded (set by `ensure_bundle`), recorded in
+            every checkpoint so that a fine-tuned model names the exact weights it started from.
     """
 
     name: str | None
@@ -95,6 +82,7 @@ class Bundle:
     weights: Path | None = None
     version: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    weights_sha256: str | None = None
 
 
 def literal_problem(value: Any, where: str) -> str | None:
@@ -211,12 +199,16 @@ def check_bundle(opts: MonaiOptions) -> None:
     """Cheap checks before any work: the bundle is present (or can be downloaded) and its configs are safe.
 
     Raises:
+        ConfigError: ``bundle_sha256`` without ``bundle_url`` (it would verify nothing).
         BackendError: Weights missing while offline; an unsafe or unsupported ``network_def``; a bad
             ``channel_def``.
     """
     folder = bundle_folder(opts)
     if folder is None:
         return
+    if opts.bundle_sha256 is not None and opts.bundle_url is None:
+        msg = "bundle_sha256 is the SHA-256 of a bundle_url archive, but no bundle_url is set"
+        raise ConfigError(msg, hint="hub downloads (bundle_source) are not checked by segkit; pin a bundle_url")
     if not (folder / WEIGHTS).is_file():
         reason = offline_reason(opts)
         if reason is not None:
@@ -229,16 +221,33 @@ def check_bundle(opts: MonaiOptions) -> None:
 def ensure_bundle(opts: MonaiOptions, *, progress: ProgressSink | None = None) -> Bundle:
     """The bundle, downloaded first when its weights are missing and the machine may go online.
 
+    The returned bundle carries the SHA-256 of its ``models/model.pt`` and, after a download that no
+    ``bundle_sha256`` verified, an "unverified download" note.
+
     Raises:
         BackendError: The bundle cannot be found or downloaded, or its configs are refused.
     """
     folder = bundle_folder(opts)
     if folder is None:
         return Bundle(None, None, dict(BUNDLE_NETWORK_ARGS), tuple(MONAI_BUNDLE_CHANNEL_ORDER))
+    download_notes: list[str] = []
     if not (folder / WEIGHTS).is_file():
         check_bundle(opts)  # raises when offline
-        download_bundle(opts, progress=progress or NullProgress())
-    return read_bundle(opts)
+        _, download_notes = download_bundle(opts, progress=progress or NullProgress())
+    bundle = read_bundle(opts)
+    assert bundle.weights is not None
+    digest = sha256_of(bundle.weights)
+    notes = (*download_notes, *bundle.notes, f"{bundle.weights}: SHA-256 {digest}")
+    return dataclasses.replace(bundle, notes=notes, weights_sha256=digest)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_bundle(opts: MonaiOptions) -> Bundle:
@@ -273,6 +282,21 @@ def read_bundle(opts: MonaiOptions) -> Bundle:
         raise BackendError(msg)
     version = metadata.get("version") if isinstance(metadata, dict) else None
     return Bundle(opts.bundle_name, folder, args, order, weights, str(version) if version else None, tuple(notes))
+
+
+def local_channel_order(opts: MonaiOptions) -> tuple[Path, tuple[str, ...]] | None:
+    """``(metadata.json, channel order)`` of the local bundle, or None without a bundle, metadata or channel_def.
+
+    Reads only ``configs/metadata.json`` (plain JSON); never downloads and never needs the weights.
+
+    Raises:
+        BackendError: A ``channel_def`` that is not the four BraTS modalities.
+    """
+    folder = bundle_folder(opts)
+    if folder is None:
+        return None
+    order = _channel_order(folder, _read_metadata(folder))
+    return None if order is None else (folder / METADATA, order)
 
 
 def _read_config_file(path: Path) -> Any:
@@ -352,34 +376,37 @@ def _channel_order(folder: Path, metadata: dict[str, Any] | None) -> tuple[str, 
     if not isinstance(channel_def, dict) or not channel_def:
         msg = f"{where}: expected a mapping of channel index to name"
         raise BackendError(msg)
-    order: list[str] = []
     try:
-        keys = sorted(channel_def, key=int)
+        sorted(channel_def, key=int)
     except ValueError:
         msg = f"{where}: channel indices must be integers, got {sorted(channel_def)}"
         raise BackendError(msg) from None
-    for key in keys:
-        name = str(channel_def[key]).strip().lower()
-        if name not in _CHANNEL_ALIASES:
-            msg = f"{where}: channel {key} is {channel_def[key]!r}, which is not a BraTS modality"
-            raise BackendError(msg)
-        order.append(_CHANNEL_ALIASES[name])
-    if sorted(order) != sorted(MODALITIES):
-        msg = f"{where}: channels {order} are not the four BraTS modalities once each"
-        raise BackendError(msg)
-    return tuple(order)
+    try:
+        # the channel names nnU-Net datasets use (T1c, T1, T2, FLAIR, ...): one alias table for segkit
+        return tuple(channel_modalities({str(k): str(v) for k, v in channel_def.items()}))
+    except DataError as err:
+        msg = f"{where}: {err}"
+        raise BackendError(msg) from None
 
 
 # --------------------------------------------------------------------------- download
 
 
-def download_bundle(opts: MonaiOptions, *, progress: ProgressSink) -> Path:
+def download_bundle(opts: MonaiOptions, *, progress: ProgressSink) -> tuple[Path, list[str]]:
     """Download the bundle into ``<bundle_dir>/<name>`` through MONAI's bundle API.
 
     The download lands in a hidden staging folder inside `bundle_dir` and is moved into place only when
     it holds ``models/model.pt``. With ``bundle_url``, segkit fetches the archive itself (so the byte
     progress goes to `progress`) into the staging folder under the name MONAI expects; MONAI's
     `monai.bundle.download` then finds it there, skips its own download and unpacks it.
+
+    Only an archive checked against ``bundle_sha256`` counts as verified; then MONAI's "No hash value
+    provided" warning is silenced, since segkit did check the hash. Every other download is reported
+    as unverified: MONAI's warning is left alone and the returned notes say so in one line (with the
+    archive's SHA-256 for a ``bundle_url``, to pin it with ``bundle_sha256`` next time).
+
+    Returns:
+        The bundle folder and the notes about the download (one "unverified download" line, or none).
 
     Raises:
         BackendError: One line naming the source and the reason, with a hint to copy the bundle.
@@ -391,6 +418,7 @@ def download_bundle(opts: MonaiOptions, *, progress: ProgressSink) -> Path:
     parent = Path(opts.bundle_dir)
     dest = parent / name
     where = opts.bundle_url or (f"{opts.bundle_source}" + (f" ({opts.bundle_repo})" if opts.bundle_repo else ""))
+    notes: list[str] = []
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.download-", dir=parent))
@@ -398,14 +426,26 @@ def download_bundle(opts: MonaiOptions, *, progress: ProgressSink) -> Path:
         msg = f"{parent}: cannot create the bundle folder ({err.strerror or err})"
         raise BackendError(msg) from err
     try:
+        verified = False
         if opts.bundle_url is not None:
             archive = staging / f"{name}.zip"
             _fetch(opts.bundle_url, archive, progress, label=f"downloading bundle {name}")
-            _verify_sha256(archive, opts.bundle_sha256, opts.bundle_url)
+            digest = sha256_of(archive)
+            if opts.bundle_sha256 is not None:
+                _verify_sha256(digest, opts.bundle_sha256, opts.bundle_url)
+                verified = True
+            else:
+                notes.append(
+                    f"bundle {name}: unverified download from {opts.bundle_url} (SHA-256 {digest}; "
+                    "set bundle_sha256 to check it)"
+                )
+        else:
+            notes.append(f"bundle {name}: unverified download from {where} (segkit checks bundle_url archives only)")
         progress.start(f"{'unpacking' if opts.bundle_url else 'downloading'} bundle {name} ({where})", total=None)
         with warnings.catch_warnings(), _quiet_monai_loggers():
-            # MONAI warns that a URL download has no hash; segkit checked bundle_sha256 itself when given
-            warnings.filterwarnings("ignore", message="No hash value provided")
+            if verified:
+                # MONAI cannot know that segkit checked the archive against bundle_sha256 just above
+                warnings.filterwarnings("ignore", message="No hash value provided")
             monai.bundle.download(
                 name=name,
                 version=opts.bundle_version,
@@ -435,7 +475,7 @@ def download_bundle(opts: MonaiOptions, *, progress: ProgressSink) -> Path:
         progress.finish()
         shutil.rmtree(staging, ignore_errors=True)
     progress.log(f"downloaded bundle {name} to {dest}")
-    return dest
+    return dest, notes
 
 
 @contextlib.contextmanager
@@ -453,17 +493,9 @@ def _quiet_monai_loggers() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _verify_sha256(path: Path, expected: str | None, url: str) -> None:
-    if expected is None:
-        return
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != expected.lower():
-        msg = f"{url}: SHA-256 {digest.hexdigest()} differs from bundle_sha256 {expected.lower()}; not unpacked"
+def _verify_sha256(digest: str, expected: str, url: str) -> None:
+    if digest != expected.lower():
+        msg = f"{url}: SHA-256 {digest} differs from bundle_sha256 {expected.lower()}; not unpacked"
         raise BackendError(msg)
 
 

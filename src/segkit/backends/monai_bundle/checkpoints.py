@@ -13,6 +13,7 @@ Every value is a tensor, a number, a string, a list, a dict, a bool or None, so 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from segkit.errors import DataError
 
 FORMAT = "segkit-monai-checkpoint"
 FORMAT_VERSION = 1
+
+_RUN_CHECKPOINT = re.compile(r"stage[12]_(best|epoch\d+)\.pt")
 
 
 def checkpoint_dir(output_root: Path, fold: int) -> Path:
@@ -35,6 +38,23 @@ def best_name(stage: int) -> str:
 def epoch_name(stage: int, epoch: int) -> str:
     """``stage<s>_epoch<n>.pt`` (n counts completed epochs of the stage, from 1)."""
     return f"stage{stage}_epoch{epoch}.pt"
+
+
+def run_files(fold_dir: Path) -> list[Path]:
+    """The files a training run writes into ``fold<k>/``: its checkpoints and ``metrics/training_log.json``.
+
+    ``segkit_config.yaml`` is not listed (every run rewrites it); other files are never touched.
+    """
+    fold_dir = Path(fold_dir)
+    folder = fold_dir / "checkpoints"
+    found = sorted(p for p in folder.iterdir() if _RUN_CHECKPOINT.fullmatch(p.name)) if folder.is_dir() else []
+    log = fold_dir / "metrics" / "training_log.json"
+    return [*found, log] if log.is_file() else found
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether `path` lies somewhere below `folder` (both resolved)."""
+    return Path(folder).resolve() in Path(path).resolve().parents
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:

@@ -11,14 +11,16 @@ torch and monai are imported inside the functions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segkit.backends.monai_bundle.options import NUM_CLASSES
 from segkit.conventions import MAX_LABEL, NIFTI_EXT, nnunet_image_file
-from segkit.errors import DataError
+from segkit.errors import ConfigError, DataError, SegkitError
 
 if TYPE_CHECKING:
     from monai.transforms import Compose
@@ -27,6 +29,22 @@ if TYPE_CHECKING:
 
 AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 """Axis labels given to Orientationd explicitly (its default changes in a future MONAI)."""
+
+MAX_SAMPLES_PER_CLASS = 10_000
+"""Crop-centre candidates kept per class and case (evenly spaced over the class's voxels).
+
+Without a bound MONAI keeps the int64 index of every voxel: ~58 MB per case on the 182x218x182 grid, in
+the cache next to the image. 10,000 per class is ~400 kB and still far more centres than a run draws.
+"""
+
+CACHED_BYTES_PER_VOXEL = 4 * 4 + 4
+"""A cached case holds four float32 image channels and a float32 label map per voxel."""
+
+CACHE_MEMORY_FRACTION = 0.5
+"""Share of the available RAM the automatic ``cache_rate`` fills (the rest is for the loaders and torch)."""
+
+FALLBACK_AVAILABLE_MEMORY = 8 << 30
+"""RAM assumed where the platform does not say how much is available (8 GiB)."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +60,8 @@ def read_fold(split_file: Path, fold: int) -> tuple[list[str], list[str]]:
     """Training and validation case ids of `fold` in an nnU-Net ``splits_final.json``.
 
     Raises:
-        DataError: Missing or malformed file (hint: ``segkit data splits``), or an out-of-range fold.
+        DataError: Missing or malformed file (hint: ``segkit data splits``).
+        ConfigError: An out-of-range fold (a usage error, as with the nnU-Net backend).
     """
     from segkit.data.splits import read_splits
 
@@ -52,7 +71,7 @@ def read_fold(split_file: Path, fold: int) -> tuple[list[str], list[str]]:
     splits = read_splits(split_file)
     if not 0 <= fold < len(splits):
         msg = f"fold {fold} is out of range: {split_file} has {len(splits)} folds (0-{len(splits) - 1})"
-        raise DataError(msg)
+        raise ConfigError(msg)
     return list(splits[fold]["train"]), list(splits[fold]["val"])
 
 
@@ -69,7 +88,8 @@ def labelled_cases(
         source: Where the ids come from, for messages (e.g. ``splits_final.json fold 0``).
 
     Raises:
-        DataError: The first case that is missing, lacks a modality or has no label.
+        DataError: A case id found in two data roots, or the first case that is missing, lacks a modality
+            or has no label.
     """
     if roots:
         return _from_roots(ids, roots, source)
@@ -79,7 +99,12 @@ def labelled_cases(
 def _from_roots(ids: Sequence[str], roots: Sequence[Path], source: str) -> list[LabelledCase]:
     from segkit.data.cases import discover_cases
 
-    found = discover_cases(list(roots)).by_id()
+    discovery = discover_cases(list(roots))
+    for case_id, folders in discovery.duplicates.items():
+        # as `segkit data prepare`: which of the two would be trained on is not segkit's guess to make
+        msg = f"{case_id}: duplicate case id in {folders[0]} and {folders[1]}"
+        raise DataError(msg, hint="keep each case in one of the --data-root folders")
+    found = discovery.by_id()
     where = ", ".join(str(r) for r in roots)
     out = []
     for case_id in ids:
@@ -138,6 +163,31 @@ def check_label_values(label: Any) -> Any:
         msg = f"{name}: label values {values} are not the BraTS 2024 labels 0-{MAX_LABEL}"
         raise DataError(msg)
     return label
+
+
+@contextlib.contextmanager
+def segkit_errors(failure: str | None = None) -> Iterator[None]:
+    """Surface segkit's own errors raised inside MONAI transforms, which MONAI wraps in its own.
+
+    A `SegkitError` anywhere in the exception chain (e.g. `check_label_values` refusing a label map) is
+    re-raised unwrapped. Any other error is re-raised as is, or, with `failure`, as the one-line
+    ``DataError`` "<failure> (<first line of the error>)".
+    """
+    try:
+        yield
+    except SegkitError:
+        raise
+    except Exception as err:
+        cause: BaseException | None = err
+        while cause is not None:
+            if isinstance(cause, SegkitError):
+                raise cause from err
+            cause = cause.__cause__ or cause.__context__
+        if failure is None:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        msg = f"{failure} ({first})"
+        raise DataError(msg, hint="run `segkit data check` on the input") from err
 
 
 def deterministic_transforms(spacing: Sequence[float], *, with_label: bool) -> Compose:
@@ -200,8 +250,14 @@ def training_transforms(
         [
             *deterministic_transforms(spacing, with_label=True).transforms,
             SpatialPadd(keys, spatial_size=patch),
-            # voxel indices of every class, computed once and cached, so that random crops are cheap
-            ClassesToIndicesd("label", num_classes=NUM_CLASSES, indices_postfix="_cls_indices"),
+            # voxel indices of every class (a bounded, evenly spaced subset), computed once and cached, so
+            # that random crops are cheap
+            ClassesToIndicesd(
+                "label",
+                num_classes=NUM_CLASSES,
+                indices_postfix="_cls_indices",
+                max_samples_per_class=MAX_SAMPLES_PER_CLASS,
+            ),
             RandCropByLabelClassesd(
                 keys,
                 label_key="label",
@@ -221,3 +277,60 @@ def training_transforms(
             EnsureTyped(keys, track_meta=False),
         ]
     )
+
+
+# --------------------------------------------------------------------------- cache size
+
+
+def cached_case_bytes(image: Path, spacing: Sequence[float], patch_size: Sequence[int]) -> int:
+    """Estimated RAM of one cached training case, from the header of one of its images.
+
+    The case is resampled to `spacing` mm (and padded to at least `patch_size`); see
+    `CACHED_BYTES_PER_VOXEL` and `MAX_SAMPLES_PER_CLASS`. About 150 MB on the 182x218x182 grid at 1 mm.
+    """
+    from segkit.io import read_header
+
+    header = read_header(image)
+    voxels = 1
+    for n, zoom, target, patch in zip(header.shape[:3], header.spacing[:3], spacing, patch_size, strict=True):
+        voxels *= max(math.ceil(n * zoom / float(target)), int(patch))
+    return voxels * CACHED_BYTES_PER_VOXEL + NUM_CLASSES * MAX_SAMPLES_PER_CLASS * 8
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available for new allocations, or None where the platform does not say.
+
+    Linux: ``MemAvailable`` of ``/proc/meminfo`` (free memory plus reclaimable page cache); elsewhere
+    half the physical RAM (``os.sysconf``).
+    """
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES")) // 2
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def auto_cache_rate(n_cases: int, case_bytes: int, available: int, *, processes: int = 1) -> float:
+    """The ``cache_rate`` that caches as many cases as fit in `CACHE_MEMORY_FRACTION` of `available` bytes.
+
+    Args:
+        n_cases: Cases one process caches (its training cases plus its share of the validation cases).
+        case_bytes: RAM of one cached case (`cached_case_bytes`).
+        available: Bytes of RAM available on this machine.
+        processes: Processes on this machine that each hold a cache (``torchrun`` ranks).
+
+    >>> auto_cache_rate(100, 150_000_000, 16_000_000_000)
+    0.53
+    """
+    if n_cases <= 0:
+        return 1.0
+    fits = int(CACHE_MEMORY_FRACTION * available / max(processes, 1) // max(case_bytes, 1))
+    return min(1.0, fits / n_cases)

@@ -21,7 +21,7 @@ import numpy as np
 
 from segkit.backends.monai_bundle.options import NUM_CLASSES, MonaiOptions
 from segkit.conventions import NIFTI_EXT
-from segkit.errors import BackendError, DataError, SegkitError
+from segkit.errors import BackendError, DataError
 from segkit.progress import ProgressSink
 
 if TYPE_CHECKING:
@@ -97,20 +97,25 @@ def predict_cases(
 
     Raises:
         DataError: A case whose files cannot be read.
-        BackendError: The inverted prediction does not land on the input grid.
+        BackendError: The inverted prediction does not land on the input grid (shape or affine).
     """
     import torch
     from monai.data import MetaTensor
     from monai.inferers import sliding_window_inference
     from monai.transforms import Invertd
 
-    from segkit.backends.monai_bundle.data import deterministic_transforms
+    from segkit.backends.monai_bundle.data import deterministic_transforms, segkit_errors
     from segkit.io import read_header, write_volume
 
     order, spacing, roi = geometry(models, opts)
     pre = deterministic_transforms(spacing, with_label=False)
     invert = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)
     amp = opts.amp and device.startswith("cuda")
+    for case in cases:  # before the first file is written
+        missing = [m for m in order if m not in case.images]
+        if missing:
+            msg = f"{case.case_id}: missing modality {missing[0]}"
+            raise DataError(msg)
     files: list[Path] = []
     skipped: list[str] = []
     progress.start(f"predicting ({len(models)} model{'s' if len(models) > 1 else ''})", total=len(cases))
@@ -121,11 +126,8 @@ def predict_cases(
                 skipped.append(case.case_id)
                 progress.advance()
                 continue
-            missing = [m for m in order if m not in case.images]
-            if missing:
-                msg = f"{case.case_id}: missing modality {missing[0]}"
-                raise DataError(msg)
-            data = _run_transform(pre, {"image": [str(case.images[m]) for m in order]}, case.case_id)
+            with segkit_errors(f"{case.case_id}: cannot load and resample the images"):
+                data = dict(pre({"image": [str(case.images[m]) for m in order]}))
             image = data["image"]
             x = image.as_tensor()[None].to(device)
             probs: torch.Tensor | None = None
@@ -146,6 +148,11 @@ def predict_cases(
             if labels.shape != tuple(ref.shape[:3]):
                 msg = f"{case.case_id}: prediction shape {labels.shape} differs from the input's {ref.shape[:3]}"
                 raise BackendError(msg)
+            # the inverted chain's own affine: the file below is written with the input's
+            landed = np.asarray(getattr(inverted, "affine", ref.affine), dtype=np.float64)
+            if not np.allclose(landed, ref.affine, atol=1e-3):
+                msg = f"{case.case_id}: the inverted prediction's affine differs from the input's"
+                raise BackendError(msg)
             files.append(write_volume(dest, labels, ref.affine))
             if save_probabilities:
                 _write_probabilities(dest.with_name(f"{case.case_id}.npz"), inverted_probs.numpy())
@@ -153,22 +160,6 @@ def predict_cases(
     finally:
         progress.finish()
     return files, skipped
-
-
-def _run_transform(transform: Any, item: dict[str, Any], case_id: str) -> dict[str, Any]:
-    try:
-        return dict(transform(item))
-    except SegkitError:
-        raise
-    except Exception as err:
-        cause: BaseException | None = err
-        while cause is not None:
-            if isinstance(cause, SegkitError):
-                raise cause from err
-            cause = cause.__cause__ or cause.__context__
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        msg = f"{case_id}: cannot load and resample the images ({first})"
-        raise DataError(msg, hint="run `segkit data check` on the input") from err
 
 
 def _write_probabilities(dest: Path, probs: np.ndarray) -> None:

@@ -57,10 +57,14 @@ class MonaiOptions(Strict):
     # ----------------------------------------------------------------- bundle
     bundle_name: str | None = Field(
         "brats_mri_segmentation",
-        description="MONAI bundle to fine-tune; 'none' trains a fresh SegResNet (network_overrides) without one.",
+        description="MONAI bundle to fine-tune; 'none' trains a fresh SegResNet (network_overrides) without one. "
+        "Inference needs no bundle (the network is rebuilt from the checkpoint); a local bundle's channel_def is "
+        "checked against the checkpoint's channel order.",
     )
     bundle_dir: ConfigPath = Field(
-        Path("bundles"), description="Folder holding <bundle_name>/ (configs/, models/model.pt); downloads go here."
+        Path("bundles"),
+        description="Folder holding <bundle_name>/ (configs/, models/model.pt); training downloads a missing "
+        "bundle here, inference never does.",
     )
     bundle_source: Literal["monaihosting", "huggingface_hub", "ngc", "github"] = Field(
         "monaihosting", description="Where MONAI downloads a missing bundle from (ignored with bundle_url)."
@@ -104,12 +108,22 @@ class MonaiOptions(Strict):
         Path("outputs/monai_ft"), description="Run folder: fold<k>/checkpoints, fold<k>/metrics, the run config."
     )
     spacing: Triple | None = Field(
-        None, description="Resampling spacing in mm along X Y Z (training: 1 1 1; inference: the checkpoint's)."
+        None,
+        description="Resampling spacing in mm along X Y Z (training default 1 1 1, not the nnU-Net plans' spacing "
+        "the seed script used; inference: the checkpoint's).",
     )
     patch_size: tuple[int, int, int] | None = Field(
-        None, description="Training crop in voxels, multiples of 8 (default 128 128 128; inference: roi default)."
+        None,
+        description="Training crop in voxels, multiples of 8 (default 128 128 128, not the nnU-Net plans' patch "
+        "size the seed script used; inference: the roi default).",
     )
-    cache_rate: float = Field(1.0, ge=0, le=1, description="Fraction of cases whose preprocessing is cached in RAM.")
+    cache_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Fraction of cases whose preprocessing is cached in RAM (default: as many as fit in half the "
+        "available RAM, about 150 MB per case on the 182x218x182 grid at 1 mm; 1 caches every case).",
+    )
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader worker processes (default: 0 on CPU, min(4, cores) on CUDA)."
     )
@@ -141,7 +155,14 @@ class MonaiOptions(Strict):
         1, ge=0, description="Save stage<s>_epoch<n>.pt every N epochs (0: only the best checkpoint)."
     )
     resume: ConfigPath | None = Field(
-        None, description="Resume from a segkit checkpoint ('{fold}' is replaced by the fold); stage-aware."
+        None,
+        description="Resume from a segkit checkpoint ('{fold}' is replaced by the fold); stage-aware. Into the "
+        "checkpoint's own fold folder, or an empty one.",
+    )
+    overwrite: bool = Field(
+        False,
+        description="Replace the checkpoints and training log of an earlier run in <output_root>/fold<k>/ "
+        "(removed when this run writes its first checkpoint); without it such a fold folder is refused.",
     )
     resume_stage: Literal[1, 2] | None = Field(
         None, description="Stage the resumed checkpoint must belong to (default: the checkpoint's own stage)."

@@ -7,6 +7,9 @@ by sliding window on the fold's validation cases, the best checkpoint (``stage<s
 ones (``stage<s>_epoch<n>.pt``), and ``metrics/training_log.json`` rewritten after every epoch. Stage 2
 starts from stage 1's best weights.
 
+Nothing is written into ``<output_root>/fold<k>/`` before the first checkpoint: a run refused while
+caching (bad labels) leaves no folder, and with ``overwrite`` an earlier run's files are removed only then.
+
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the network is wrapped in DistributedDataParallel, every rank
 draws its own batches through a DistributedSampler, validation is sharded and its Dice sums all-reduced,
 and only rank 0 writes files or reports progress.
@@ -20,7 +23,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from segkit.backends.monai_bundle import checkpoints as ck
 from segkit.backends.monai_bundle.options import NUM_CLASSES, MonaiOptions
 from segkit.conventions import LABELS, REGIONS
-from segkit.errors import DataError, SegkitError
+from segkit.errors import DataError
 from segkit.progress import NullProgress, ProgressSink
 
 if TYPE_CHECKING:
@@ -115,6 +118,7 @@ class _StageState:
     best_mean: float | None = None
     best_wt: float | None = None
     start_epoch: int = 0
+    improved_here: bool = False  # this run wrote stage<s>_best.pt (not only the run it resumed)
 
 
 @dataclass
@@ -130,7 +134,10 @@ class _Run:
     bundle: Bundle
     loaded: tuple[int, int] | None
     fold_dir: Path
+    config_yaml: str = ""
+    resume: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    folder_ready: bool = False
 
     @property
     def ckpt_dir(self) -> Path:
@@ -139,6 +146,29 @@ class _Run:
     @property
     def log_path(self) -> Path:
         return self.fold_dir / "metrics" / "training_log.json"
+
+    def prepare_folder(self) -> None:
+        """Make the fold folder ready for this run's first file (rank 0, once).
+
+        Called only when the first checkpoint or log is about to be written, so that a run refused while
+        caching or failing in its first epoch leaves an earlier run's files as they were. With
+        ``overwrite`` the earlier run's checkpoints and log are removed here (`check` refused them
+        otherwise); then the run config is written.
+        """
+        if self.folder_ready or not self.dist.is_main:
+            return
+        from segkit.io import write_text
+
+        if self.opts.overwrite:
+            old = ck.run_files(self.fold_dir)
+            for path in old:
+                path.unlink()
+            if old:
+                self.progress.log(f"fold {self.fold}: removed {len(old)} files of an earlier run from {self.fold_dir}")
+        self.fold_dir.mkdir(parents=True, exist_ok=True)
+        if self.config_yaml:
+            write_text(self.fold_dir / "segkit_config.yaml", self.config_yaml)
+        self.folder_ready = True
 
 
 def train_fold(request: TrainRequest, opts: MonaiOptions, *, progress: ProgressSink) -> TrainResult:
@@ -156,17 +186,23 @@ def train_fold(request: TrainRequest, opts: MonaiOptions, *, progress: ProgressS
         SegkitError: Bad data found while caching, an unusable bundle, or a framework failure (chained).
     """
     from segkit.backends.monai_bundle.bundle import ensure_bundle
+    from segkit.io import output_dirs
 
+    assert isinstance(request.fold, int)
     info = distributed_info(request.device)
     sink = progress if info.is_main else NullProgress()
+    fold_dir = Path(opts.output_root) / f"fold{request.fold}"
     try:
-        if info.is_main:
-            bundle = ensure_bundle(opts, progress=sink)
-            _barrier(info)
-        else:
-            _barrier(info)
-            bundle = ensure_bundle(opts, progress=sink)
-        return _train(request, opts, bundle, sink, info)
+        # rank 0 checks that the fold folder can be written before any work; a run that stops before
+        # its first checkpoint removes the folders this created
+        with output_dirs([fold_dir]) if info.is_main else contextlib.nullcontext():
+            if info.is_main:
+                bundle = ensure_bundle(opts, progress=sink)
+                _barrier(info)
+            else:
+                _barrier(info)
+                bundle = ensure_bundle(opts, progress=sink)
+            return _train(request, opts, bundle, sink, info)
     finally:
         if info.owns_group:
             import torch.distributed as dist
@@ -187,16 +223,11 @@ def _train(
 
     from segkit.backends.base import TrainResult
     from segkit.backends.monai_bundle import network as nw
-    from segkit.io import write_text
 
     assert isinstance(request.fold, int)
     fold = request.fold
     fold_dir = Path(opts.output_root) / f"fold{fold}"
     device = _device_for(request.device, info)
-    if info.is_main:
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        if request.config_yaml:
-            write_text(fold_dir / "segkit_config.yaml", request.config_yaml)
 
     torch.manual_seed(opts.seed)
     args = nw.network_args(bundle.network_args, opts.network_overrides)
@@ -217,19 +248,15 @@ def _train(
         nw.load_strict(net, nw.read_state_dict(source, what="weights"), source)
         progress.log(f"fold {fold}: weights loaded from {source}")
 
-    run = _Run(fold, opts, device, info, progress, args, bundle, loaded, fold_dir)
+    resume = ck.format_template(opts.resume, fold) if opts.resume is not None else None
+    run = _Run(fold, opts, device, info, progress, args, bundle, loaded, fold_dir, request.config_yaml, resume)
     resumed: dict[str, Any] | None = None
-    if opts.resume is not None:
-        path = ck.format_template(opts.resume, fold)
-        resumed = ck.read_checkpoint(path)
-        nw.load_strict(net, resumed["model"], path)
+    if resume is not None:
+        resumed = ck.read_checkpoint(resume)
+        nw.load_strict(net, resumed["model"], resume)
         meta = resumed["meta"]
-        # the log of the run the checkpoint came from (fold<k>/metrics beside fold<k>/checkpoints), else ours
-        source_log = path.parent.parent / "metrics" / "training_log.json"
-        run.history = _history_until(
-            source_log if source_log.is_file() else run.log_path, int(meta["stage"]), int(meta["epoch"])
-        )
-        progress.log(f"fold {fold}: resuming from {path} (stage {meta['stage']} epoch {meta['epoch']})")
+        run.history = _history_until(_resumed_log(resume, fold_dir), int(meta["stage"]), int(meta["epoch"]))
+        progress.log(f"fold {fold}: resuming from {resume} (stage {meta['stage']} epoch {meta['epoch']})")
     net.to(device)
 
     encoder, _ = nw.parameter_groups(net, opts.encoder_prefix)
@@ -244,10 +271,12 @@ def _train(
             continue
         if stage == 2 and ran_stage1:
             best1 = run.ckpt_dir / ck.best_name(1)
-            _barrier(info)
+            _barrier(info)  # rank 0 has written (or copied) stage1_best.pt
             if best1.is_file():
                 net.load_state_dict(ck.read_checkpoint(best1)["model"])
                 progress.log(f"fold {fold}: stage 2 starts from {best1}")
+            else:
+                progress.log(f"fold {fold}: stage 2 starts from the last stage-1 weights (no {best1.name})")
         frozen = encoder if stage == 1 else []
         trainable = nw.set_trainable(net, frozen)
         progress.log(
@@ -256,6 +285,8 @@ def _train(
         )
         state_in = resumed if (resumed is not None and int(resumed["meta"]["stage"]) == stage) else None
         results[stage] = _run_stage(run, net, stage, train_loader, val_loader, loss_fn, state_in)
+        if state_in is not None:
+            _adopt_resumed_best(run, stage, results[stage])
         ran_stage1 = ran_stage1 or stage == 1
         resumed = None if state_in is not None else resumed
     _barrier(info)
@@ -278,6 +309,48 @@ def _train(
         checkpoint=best if best is not None and best.is_file() else None,
         log_file=run.log_path if run.log_path.is_file() else None,
         metrics=metrics,
+    )
+
+
+def _resumed_log(resume: Path, fold_dir: Path) -> Path | None:
+    """The training log of the run a checkpoint came from (``fold<k>/metrics`` beside ``fold<k>/checkpoints``).
+
+    The fold folder's own log counts only when the checkpoint lies inside that folder (the run resumes
+    in place); a log of any other run there is about to be replaced (``overwrite``).
+    """
+    source = resume.parent.parent / "metrics" / "training_log.json"
+    if source.is_file():
+        return source
+    own = fold_dir / "metrics" / "training_log.json"
+    return own if ck.is_inside(resume, fold_dir) and own.is_file() else None
+
+
+def _adopt_resumed_best(run: _Run, stage: int, state: _StageState) -> None:
+    """Copy the resumed run's ``stage<s>_best.pt`` into this run's folder when this run wrote none.
+
+    A run resumed into another ``output_root`` writes ``stage<s>_best.pt`` only when one of its own epochs
+    beats the restored best; otherwise the best weights of the stage are still the resumed run's, in
+    ``<resume>.parent``. Copying them keeps the new fold folder complete: stage 2 starts from them and
+    inference finds them.
+    """
+    if state.improved_here or run.resume is None or not run.dist.is_main:
+        return
+    import shutil
+
+    from segkit.io import atomic_path
+
+    source = run.resume.parent / ck.best_name(stage)
+    dest = run.ckpt_dir / ck.best_name(stage)
+    if not source.is_file() or (dest.exists() and dest.resolve() == source.resolve()):
+        return
+    meta = ck.read_checkpoint(source)["meta"]
+    if int(meta["stage"]) != stage or int(meta["fold"]) != run.fold:
+        return
+    run.prepare_folder()
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
+    run.progress.log(
+        f"fold {run.fold} stage {stage}: no epoch beat the resumed best (epoch {meta['epoch']}); copied {source}"
     )
 
 
@@ -319,16 +392,17 @@ def _loaders(run: _Run, request: TrainRequest) -> tuple[Any, Any, int, int]:
     # One caching thread: MONAI's LoadImaged shares its reader between CacheDataset's threads, and with
     # several threads a stacked 4-channel image now and then comes back as a 1-channel label (seen with 4).
     cache_threads = 1
-    run.progress.start(f"fold {run.fold}: loading and caching {len(train_records) + len(val_records)} cases")
+    val_shard = val_records[info.rank :: info.world_size]
+    rate = _cache_rate(run, train_cases[0].images[order[0]], len(train_records) + len(val_shard))
+    cached = int(len(train_records) * rate) + int(len(val_shard) * rate)
+    run.progress.start(f"fold {run.fold}: loading and caching {cached} of {len(train_records) + len(val_shard)} cases")
     try:
-        with _segkit_errors():
-            train_ds = CacheDataset(
-                train_records, train_tf, cache_rate=opts.cache_rate, num_workers=cache_threads, progress=False
-            )
+        with dm.segkit_errors():
+            train_ds = CacheDataset(train_records, train_tf, cache_rate=rate, num_workers=cache_threads, progress=False)
             val_ds = CacheDataset(
-                val_records[info.rank :: info.world_size],
+                val_shard,
                 dm.deterministic_transforms(opts.train_spacing, with_label=True),
-                cache_rate=opts.cache_rate,
+                cache_rate=rate,
                 num_workers=cache_threads,
                 progress=False,
             )
@@ -356,20 +430,27 @@ def _loaders(run: _Run, request: TrainRequest) -> tuple[Any, Any, int, int]:
     return train_loader, val_loader, len(train_records), len(val_records)
 
 
-@contextlib.contextmanager
-def _segkit_errors() -> Iterator[None]:
-    """MONAI wraps errors raised inside transforms; surface segkit's own (e.g. bad label values) unwrapped."""
-    try:
-        yield
-    except SegkitError:
-        raise
-    except Exception as err:
-        cause: BaseException | None = err
-        while cause is not None:
-            if isinstance(cause, SegkitError):
-                raise cause from err
-            cause = cause.__cause__ or cause.__context__
-        raise
+def _cache_rate(run: _Run, first_image: Path, n_cases: int) -> float:
+    """``cache_rate``, or when unset the share of the cases that fits in half the available RAM (logged)."""
+    from segkit.backends.monai_bundle import data as dm
+
+    opts = run.opts
+    if opts.cache_rate is not None:
+        return opts.cache_rate
+    case_bytes = dm.cached_case_bytes(first_image, opts.train_spacing, opts.train_patch_size)
+    available = dm.available_memory()
+    assumed = available is None
+    if available is None:
+        available = dm.FALLBACK_AVAILABLE_MEMORY
+    # every torchrun rank on this machine holds its own cache
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", str(run.dist.world_size)) or 1)
+    rate = dm.auto_cache_rate(n_cases, case_bytes, available, processes=processes)
+    run.progress.log(
+        f"fold {run.fold}: cache_rate {rate:.2f} (~{case_bytes / 1e6:.0f} MB per case, "
+        f"{available / 1e9:.1f} GB {'assumed' if assumed else 'available'}"
+        f"{f' for {processes} processes' if processes > 1 else ''}; set --cache-rate to choose)"
+    )
+    return rate
 
 
 def _run_stage(
@@ -435,9 +516,11 @@ def _run_stage(
             if improved:
                 state.best_metric, state.best_epoch = metric, epoch + 1
                 state.best_mean, state.best_wt = mean, wt
+                state.improved_here = True
             entry["best"] = improved
         entry["seconds"] = round(time.perf_counter() - started, 2)
         if info.is_main:
+            run.prepare_folder()
             payload = _payload(run, net, stage, epoch + 1, state, optimizer, scheduler, scaler)
             if validated and entry["best"]:
                 ck.save_checkpoint(run.ckpt_dir / ck.best_name(stage), _with_kind(payload, "best"))
@@ -580,6 +663,7 @@ def _payload(
         "bundle": {
             "name": run.bundle.name,
             "version": run.bundle.version,
+            "weights_sha256": run.bundle.weights_sha256,
             "tensors_loaded": run.loaded[0] if run.loaded else 0,
             "tensors_total": run.loaded[1] if run.loaded else len(net.state_dict()),
         },
@@ -600,11 +684,11 @@ def _with_kind(payload: dict[str, Any], kind: str) -> dict[str, Any]:
     return {**payload, "meta": {**payload["meta"], "kind": kind}}
 
 
-def _history_until(path: Path, stage: int, epoch: int) -> list[dict[str, Any]]:
+def _history_until(path: Path | None, stage: int, epoch: int) -> list[dict[str, Any]]:
     """Log entries of a run up to (and including) the resumed stage and epoch."""
     from segkit.io import read_json
 
-    if not path.is_file():
+    if path is None or not path.is_file():
         return []
     try:
         data = read_json(path)
@@ -638,6 +722,8 @@ def _write_log(run: _Run) -> None:
             "fold": run.fold,
             "network": {"name": "SegResNet", "args": run.network_args},
             "bundle": run.bundle.name,
+            "bundle_weights_sha256": run.bundle.weights_sha256,
+            "bundle_notes": list(run.bundle.notes),
             "tensors_loaded": list(run.loaded) if run.loaded else None,
             "channel_order": list(run.bundle.channel_order),
             "classes": list(CLASS_NAMES),
