@@ -29,13 +29,19 @@ def split_channel_file(name: str) -> tuple[str, int] | None:
 _CHANNEL_ALIASES = {
     "t1n": "t1n",
     "t1": "t1n",
+    "t1w": "t1n",
     "t1c": "t1c",
     "t1ce": "t1c",
     "t1gd": "t1c",
+    "t1-gd": "t1c",
+    "t1+c": "t1c",
+    "t1 contrast": "t1c",
     "t2w": "t2w",
     "t2": "t2w",
     "t2f": "t2f",
     "flair": "t2f",
+    "t2-flair": "t2f",
+    "t2 flair": "t2f",
 }
 
 
@@ -55,7 +61,7 @@ def channel_modalities(channel_names: Mapping[str, str] | None) -> list[str]:
             raise DataError(msg)
         out.append(_CHANNEL_ALIASES[name])
     if sorted(out) != sorted(MODALITIES):
-        msg = f"the dataset's channels {out} are not the four BraTS modalities"
+        msg = f"the channels {out} are not the four BraTS modalities"
         raise DataError(msg)
     return out
 
