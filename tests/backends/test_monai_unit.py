@@ -153,7 +153,7 @@ def test_channel_def_maps_to_brats_modalities(tmp_path: Path) -> None:
         bd.read_bundle(options(tmp_path))
     meta["network_data_format"]["inputs"]["image"]["channel_def"] = {"0": "T1c", "1": "T1c", "2": "T2", "3": "FLAIR"}
     (folder / "configs" / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(BackendError, match=r"channel_def: the dataset's channels .* are not the four BraTS modalities"):
+    with pytest.raises(BackendError, match=r"channel_def: the channels .* are not the four BraTS modalities"):
         bd.read_bundle(options(tmp_path))
 
 
