@@ -19,6 +19,7 @@ from segkit.io import (
     label_problem,
     output_dirs,
     read_volume,
+    refuse_inside,
     split_suffix,
     staged_dir,
     write_json,
@@ -59,6 +60,25 @@ def test_atomic_path_unwritable_parent(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot write here"), atomic_path(blocker / "x.json"):
         pass
+
+
+def test_atomic_path_onto_a_folder_is_an_output_error(tmp_path: Path) -> None:
+    (tmp_path / "report.json").mkdir()
+    match = r"report\.json: cannot write the file \(Is a directory\)"
+    with pytest.raises(OutputError, match=match), atomic_path(tmp_path / "report.json") as tmp:
+        tmp.write_text("{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left
+
+
+def test_refuse_inside(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for dest in (root, root / "out", root / "case" / "x.png"):
+        with pytest.raises(OutputError, match="overlaps the data root"):
+            refuse_inside(dest, [root], what="data root")
+    refuse_inside(tmp_path / "out", [root], what="data root")
+    refuse_inside(tmp_path, [root], what="data root")  # a folder above the root is fine ...
+    with pytest.raises(OutputError):  # ... unless the output may be removed as a whole
+        refuse_inside(tmp_path, [root], what="data root", containing=True)
 
 
 def test_staged_dir_success_and_failure(tmp_path: Path) -> None:

@@ -231,6 +231,7 @@ def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> li
     from segkit.backends.base import PredictRequest, fill_fold, folds_of
     from segkit.data.inputs import resolve_inputs
     from segkit.data.nnunet_dataset import read_dataset_json
+    from segkit.io import refuse_inside
     from segkit.progress import NullProgress
 
     cfg = config.infer
@@ -262,6 +263,8 @@ def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> li
                 msg = f"{len(folds)} folds but no '{{fold}}' in the output folder {output}"
                 raise ConfigError(msg, hint="put {fold} in --output-dir (and --checkpoint) or pass --ensemble")
         groups = [(folds, Path(output))]
+    for _, out in groups:
+        refuse_inside(out, inputs, what="input folder", hint="choose another --output-dir")
     requests = [
         PredictRequest(
             dataset=dataset,
@@ -330,6 +333,7 @@ def viz_static(config: SegkitConfig) -> StaticResult:
 
     The output defaults to ``outputs/figures/<case>_<layout>.png``.
     """
+    from segkit.io import refuse_inside
     from segkit.viz.static import render_static
 
     cfg = config.viz.static
@@ -337,6 +341,7 @@ def viz_static(config: SegkitConfig) -> StaticResult:
         msg = "no case folder given"
         raise ConfigError(msg, hint="segkit viz static --case-dir training_data/BraTS-GLI-00001-000")
     output = cfg.output or Path("outputs/figures") / f"{Path(cfg.case_dir).name}_{cfg.layout}.png"
+    refuse_inside(output, [cfg.case_dir], what="case folder", hint="choose another -o")
     return render_static(
         cfg.case_dir,
         output=output,
@@ -484,6 +489,7 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
         figure=cfg.figure,
     )
     # Fail before the (long) scoring when a report cannot be written; a failed run leaves no empty folder.
+    paths.check(Path(cfg.gt))
     with output_dirs({paths.lesion.parent, paths.nnunet.parent, paths.combined.parent, paths.csv.parent}):
         evaluation = evaluate_folders(cfg.gt, cfg.pred, settings, progress=progress)
         write_reports(evaluation, paths, version=__version__, pretty=cfg.pretty)

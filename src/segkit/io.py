@@ -80,7 +80,12 @@ def atomic_path(dest: Path, *, fsync: bool = False) -> Iterator[Path]:
         if fsync:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as err:
+            # Typically `dest` is an existing folder, or the folder turned read-only meanwhile.
+            msg = f"{dest}: cannot write the file ({err.strerror or err})"
+            raise OutputError(msg) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -423,6 +428,34 @@ def ensure_writable_dir(path: Path) -> Path:
         msg = f"{path}: output folder is not writable ({err.strerror or err})"
         raise OutputError(msg) from err
     return path
+
+
+def refuse_inside(
+    dest: Path,
+    roots: Iterable[Path],
+    *,
+    what: str,
+    containing: bool = False,
+    hint: str = "choose an output outside the input folders",
+) -> None:
+    """Refuse an output location inside one of the input folders `roots` (segkit never writes into its inputs).
+
+    Args:
+        dest: The output file or folder.
+        roots: Input folders (data roots, reference folders, case folders).
+        what: The input's role in the message, e.g. ``"data root"``.
+        containing: Also refuse a `dest` that contains a root (for outputs that may be deleted as a whole).
+        hint: The hint of the error.
+
+    Raises:
+        OutputError: `dest` is, or is inside, one of `roots`.
+    """
+    target = Path(dest).resolve()
+    for root in roots:
+        r = Path(root).resolve()
+        if target == r or r in target.parents or (containing and target in r.parents):
+            msg = f"{dest}: the output overlaps the {what} {root}; segkit never writes into its inputs"
+            raise OutputError(msg, hint=hint)
 
 
 @contextlib.contextmanager

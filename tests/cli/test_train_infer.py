@@ -142,3 +142,15 @@ def test_run_evaluation_ground_truth_must_exist(with_fake, prepared: Path, run_c
     assert result.code == 1
     assert "nope: ground-truth folder not found" in result.err
     assert not (prepared / "outputs" / "predictions").exists()
+
+
+def test_infer_refuses_output_inside_an_input(with_fake, prepared: Path, run_cli) -> None:
+    assert run_cli("train", "--backend", "fake", "--fold", "0", "--device", "cpu").code == 0
+    before = sorted(p.name for p in (prepared / "training_data").iterdir())
+    result = run_cli("infer", "--backend", "fake", "-i", "training_data", "-o", "training_data/preds", "--fold", "0")
+    assert result.code == 1
+    assert result.err.splitlines()[0] == (
+        "error: training_data/preds: the output overlaps the input folder training_data; "
+        "segkit never writes into its inputs"
+    )
+    assert sorted(p.name for p in (prepared / "training_data").iterdir()) == before

@@ -411,3 +411,40 @@ def test_library_api_needs_both_folders() -> None:
 
     with pytest.raises(ConfigError, match="no prediction folder given"):
         api.evaluate(load_config(sets=["eval.gt=somewhere"]))
+
+
+def test_no_case_scored_is_an_error(run_cli, label_pairs, tmp_path) -> None:
+    gt, pred = label_pairs
+    for path in _cases(pred):
+        _corrupt(path)
+    out = tmp_path / "out"
+    result = _eval(run_cli, gt, pred, out)
+    assert result.code == 1
+    first = _cases(pred)[0]
+    line = result.err.splitlines()[0]
+    assert line.startswith(f"error: no case could be scored: {first.name[: -len('.nii.gz')]}: {first}: ")
+    assert "not a readable NIfTI" in line
+    assert "all 4 case(s) failed to score" in result.err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "message"),
+    [
+        (("--nnunet-output", "{out}/taken"), 1, "{out}/taken: is a folder, not a report file"),
+        (("--lesion-output", "{out}/r/full_metrics.json"), 2, "two reports would be written to the same file"),
+        (("--output-dir", "{gt}/reports"), 1, "the output overlaps the reference folder {gt}"),
+    ],
+)
+def test_report_paths_are_checked_before_scoring(run_cli, label_pairs, tmp_path, flags, code, message) -> None:
+    gt, pred = label_pairs
+    (tmp_path / "taken").mkdir()
+    fill = {"out": tmp_path, "gt": gt}
+    flags = tuple(f.format(**fill) for f in flags)
+    before = sorted(p.name for p in gt.iterdir())
+    result = run_cli("eval", gt, pred, "--output-dir", tmp_path / "r", "--skip-nnunet", "-j", "1", *flags)
+    assert result.code == code, result.err
+    assert message.format(**fill) in result.err.splitlines()[0]
+    assert not (tmp_path / "r").exists()
+    assert list((tmp_path / "taken").iterdir()) == []
+    assert sorted(p.name for p in gt.iterdir()) == before

@@ -284,6 +284,23 @@ def test_cli_dataset_id_uses_the_configured_nnunet_folders(run_cli, nnunet_tree,
     assert json.loads(result.out)["plans"] == str(nnunet_tree["dataset_pre"] / "nnUNetPlans.json")
 
 
+def test_plans_path_in_a_run_config_is_relative_to_the_yaml(run_cli, tmp_path: Path, monkeypatch) -> None:
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copy(RESENC, configs / "plans.json")
+    (configs / "arch.yaml").write_text("viz:\n  arch:\n    plans: plans.json\n    output: arch.png\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run_cli("viz", "arch", "--config", configs / "arch.yaml", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["plans"] == str(configs / "plans.json")
+    assert (configs / "arch.png").is_file()
+    # a dataset id is not a path and stays as written
+    (configs / "id.yaml").write_text("viz:\n  arch:\n    plans: '501'\n")
+    assert "no plans found for '501'" in run_cli("viz", "arch", "--config", configs / "id.yaml").err
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

@@ -159,3 +159,29 @@ def test_a_brats_sized_sweep_with_overlay(tmp_path: Path) -> None:
     write_gif(tmp_path / "big.gif", frames)
     assert frames.frames.shape == (155, 240, 240)
     assert _frames(tmp_path / "big.gif").shape[0] == 155
+
+
+def test_one_unusable_case_does_not_stop_the_others(run_cli, viz_root: Path, tmp_path: Path) -> None:
+    bad = viz_root / LABELLED / f"{LABELLED}-t2w.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    out = tmp_path / "g"
+    result = run_cli("viz", "gif", "--root", viz_root, "--modality", "t2w", "--output-dir", out, "-j", "1")
+    assert result.code == 1
+    lines = result.err.splitlines()
+    assert lines[0].startswith(f"error: {bad}: ")
+    assert "1 of 3 case(s) failed; the other 2 GIF(s) are in" in result.err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "BraTS-GLI-00001-000_t2w_axial.gif",
+        "BraTS-GLI-00002-000_t2w_axial.gif",
+    ]
+
+
+def test_output_inside_the_root_is_refused(run_cli, viz_root: Path) -> None:
+    out = viz_root / LABELLED
+    before = sorted(p.name for p in out.iterdir())
+    result = run_cli("viz", "gif", "--root", viz_root, "--case", LABELLED, "--output-dir", out)
+    assert result.code == 1
+    assert result.err.splitlines()[0] == (
+        f"error: {out}: the output overlaps the data root {viz_root}; segkit never writes into its inputs"
+    )
+    assert sorted(p.name for p in out.iterdir()) == before

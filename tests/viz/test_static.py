@@ -174,6 +174,14 @@ def test_existing_output_needs_overwrite(run_cli, viz_root: Path, tmp_path: Path
     assert out.read_bytes().startswith(b"\x89PNG")
 
 
+def test_output_inside_the_case_folder_is_refused(run_cli, viz_root: Path) -> None:
+    case_dir = viz_root / LABELLED
+    result = run_cli("viz", "static", "--case-dir", case_dir, "-o", case_dir / "panel.png")
+    assert result.code == 1
+    assert "the output overlaps the case folder" in result.err.splitlines()[0]
+    assert not (case_dir / "panel.png").exists()
+
+
 def test_default_output_goes_under_outputs_figures(run_cli, viz_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = run_cli("viz", "static", "--case-dir", viz_root / LABELLED, "--layout", "orthogonal")

@@ -33,6 +33,13 @@ def _check_dataset_name(value: str) -> str:
     return value
 
 
+def _resolve_plans(value: str | None, info: ValidationInfo) -> str | None:
+    """Anchor a plans path like any path; a dataset id or name (``501``, ``Dataset501_X``) stays as it is."""
+    if value is None or (re.fullmatch(r"\d+|Dataset\d{3}_[^/\\]+", value) and not value.endswith(".json")):
+        return value
+    return str(_resolve_path(Path(value), info))
+
+
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 DatasetName = Annotated[str, AfterValidator(_check_dataset_name)]
 Triple = tuple[float, float, float]
@@ -292,7 +299,7 @@ class VizStatsConfig(Strict):
 class VizArchConfig(Strict):
     """`segkit viz arch`: network figures and a table from nnU-Net plans."""
 
-    plans: str | None = Field(
+    plans: Annotated[str | None, AfterValidator(_resolve_plans)] = Field(
         None,
         description="A plans .json file, a folder holding one, a dataset id (501) or name (Dataset501_X) "
         "searched under nnunet.results and nnunet.preprocessed (default: the run config's dataset).",

@@ -33,7 +33,7 @@ from segkit.conventions import (
 from segkit.data.cases import Case, discover_cases
 from segkit.data.check import DEFAULT_AFFINE_TOLERANCE, check_case
 from segkit.errors import ConfigError, DataError, OutputError
-from segkit.io import link_or_copy, read_json, staged_dir, write_json
+from segkit.io import link_or_copy, read_json, refuse_inside, staged_dir, write_json
 from segkit.progress import NullProgress, ProgressSink
 
 DATASET_NAME_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
@@ -167,15 +167,6 @@ def build_dataset_json(
     }
 
 
-def _guard_not_in_roots(dest: Path, roots: Sequence[Path]) -> None:
-    target = dest.resolve()
-    for root in roots:
-        r = Path(root).resolve()
-        if target == r or r in target.parents or target in r.parents:
-            msg = f"{dest}: the dataset folder overlaps the data root {root}; segkit never writes into data roots"
-            raise OutputError(msg, hint="choose another --nnunet-raw")
-
-
 def _validate(
     cases: Sequence[Case],
     *,
@@ -252,7 +243,7 @@ def prepare_dataset(
         raise ConfigError(msg, hint="pass --train-sources DIR [DIR ...]")
     dest = Path(nnunet_raw) / dataset
     all_roots = [*train_sources, *test_sources]
-    _guard_not_in_roots(dest, all_roots)
+    refuse_inside(dest, all_roots, what="data root", containing=True, hint="choose another --nnunet-raw")
     clashes = conflicting_datasets(Path(nnunet_raw), dataset)
     if clashes:
         msg = f"dataset id {dataset[:10]} is already used by {', '.join(clashes)} in {nnunet_raw}"

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from segkit.conventions import REGIONS
+from segkit.errors import ConfigError, OutputError
 from segkit.evaluation.run import Evaluation
-from segkit.io import atomic_path, json_text, write_text
+from segkit.io import atomic_path, json_text, refuse_inside, write_text
 from segkit.metrics.lesionwise import OFFICIAL_KEYS, summary_statistics
 from segkit.metrics.voxel import nnunet_summary
 
@@ -76,6 +77,27 @@ class ReportPaths:
             "per_case_csv": str(self.csv),
             "figure": None if self.figure is None else str(self.figure),
         }
+
+    def check(self, reference: Path) -> None:
+        """Refuse report paths that would clash before any scoring starts.
+
+        Raises:
+            ConfigError: Two reports share a path.
+            OutputError: A report path is an existing folder or lies inside the reference folder.
+        """
+        paths = [p for p in (self.lesion, self.nnunet, self.combined, self.csv, self.figure) if p is not None]
+        seen: set[Path] = set()
+        for path in paths:
+            resolved = path.resolve()
+            if resolved in seen:
+                msg = f"{path}: two reports would be written to the same file"
+                raise ConfigError(msg, hint="give each of --lesion/--nnunet/--combined-output its own path")
+            seen.add(resolved)
+            if path.is_dir():
+                msg = f"{path}: is a folder, not a report file"
+                raise OutputError(msg, hint="name a file, e.g. reports/lesion_metrics.json, or use --output-dir")
+        for path in paths:
+            refuse_inside(path, [reference], what="reference folder")
 
 
 def _penalty_setting(evaluation: Evaluation) -> dict[str, Any]:

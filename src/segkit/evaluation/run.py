@@ -148,8 +148,8 @@ def evaluate_folders(
 
     Raises:
         ConfigError: Invalid settings.
-        DataError: A folder is missing, the reference is empty or no prediction belongs to a reference case;
-            with ``strict``, any problem with a case.
+        DataError: A folder is missing, the reference is empty, no prediction belongs to a reference case or
+            no case could be scored; with ``strict``, any problem with a case.
     """
     start = time.perf_counter()
     validate_settings(settings)
@@ -203,6 +203,10 @@ def evaluate_folders(
         for case_id, reason in matching.problems.items():
             results.append(CaseResult(case_id, "", None, "error", reason))
         results.sort(key=lambda r: r.case_id)
+        if not any(r.scored for r in results):
+            # Reports of nothing but NaN would pass for a result in a pipeline; this is a failed run.
+            msg = f"no case could be scored: {results[0].case_id}: {results[0].reason}"
+            raise DataError(msg, hint=f"all {len(results)} case(s) failed to score")
         warnings += [f"{r.case_id}: {r.reason}" for r in failed]
         nnunet = None
         if check is not None and settings.nnunet_cmd is not None:

@@ -83,6 +83,14 @@ def write_case_gif(job: GifJob) -> GifOutcome:
     return GifOutcome(job.case.case_id, job.dest, n, w, h, time.perf_counter() - started)
 
 
+def _try_case_gif(job: GifJob) -> GifOutcome | str:
+    """`write_case_gif`, returning a bad case's error message instead of raising it (one case cannot stop a batch)."""
+    try:
+        return write_case_gif(job)
+    except DataError as err:
+        return str(err)
+
+
 def select_cases(root: Path, *, case: str | None = None, max_cases: int | None = None) -> list[Case]:
     """The cases of `root` to animate: one by id, or all (sorted by id, at most `max_cases`).
 
@@ -123,8 +131,9 @@ def make_gifs(
 ) -> list[GifOutcome]:
     """Write ``<case>_<modality>_<axis>.gif`` for one case or every case of a root.
 
-    Every input is checked before any work starts, so a missing modality (or segmentation with
-    `overlay`) fails fast with the file's name.
+    Every input file's presence is checked before any work starts, so a missing modality (or
+    segmentation with `overlay`) fails fast with the file's name. A case whose file turns out unusable
+    while rendering does not stop the others: their GIFs are written, then the error is raised.
 
     Args:
         root: Data root.
@@ -144,15 +153,16 @@ def make_gifs(
         progress: One step per case.
 
     Raises:
-        DataError: Bad root, unknown case, missing files.
-        OutputError: A GIF exists (without `overwrite`) or the folder is not writable.
+        DataError: Bad root, unknown case, missing files; an unusable file (after the other cases).
+        OutputError: A GIF exists (without `overwrite`), the folder is not writable or lies in the root.
     """
-    from segkit.io import ensure_writable_dir
+    from segkit.io import ensure_writable_dir, refuse_inside
     from segkit.viz.volumes import require_files
 
     cases = select_cases(Path(root), case=case, max_cases=max_cases)
     for c in cases:
         require_files(c, (modality,), labels=overlay, hint="drop --overlay to animate the images alone")
+    refuse_inside(Path(output_dir), [root], what="data root", hint="choose another --output-dir")
     output_dir = ensure_writable_dir(Path(output_dir))
     jobs = [
         GifJob(
@@ -174,4 +184,10 @@ def make_gifs(
             if job.dest.exists():
                 msg = f"{job.dest}: exists"
                 raise OutputError(msg, hint="pass --overwrite to replace existing GIFs")
-    return map_cases(write_case_gif, jobs, workers=workers, progress=progress, description="writing GIFs")
+    results = map_cases(_try_case_gif, jobs, workers=workers, progress=progress, description="writing GIFs")
+    written = [r for r in results if isinstance(r, GifOutcome)]
+    failed = [r for r in results if isinstance(r, str)]
+    if failed:
+        hint = f"{len(failed)} of {len(jobs)} case(s) failed; the other {len(written)} GIF(s) are in {output_dir}"
+        raise DataError(failed[0], hint=hint)
+    return written
