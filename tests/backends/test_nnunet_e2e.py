@@ -6,6 +6,7 @@ Six 32^3 cases keep it to a few minutes on two cores; every stage runs nnU-Net f
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,21 @@ def test_pretrained_weights_from_another_configuration_are_refused(trained: Path
 
     with pytest.raises(BackendError, match=r"does not fit this network: .* has shape \(3, 3\)"):
         api.train(config(trained, **flags))
+    # The same refusal with --overwrite of a trained fold keeps the old model.
+    before = ckpt_path.read_bytes()
+    overwrite = {"train.fold": 0, "backends.nnunet.pretrained_weights": bad, "backends.nnunet.overwrite": True}
+    with pytest.raises(BackendError, match="does not fit this network"):
+        api.train(config(trained, **overwrite))
+    assert ckpt_path.read_bytes() == before
+    assert not [p.name for p in ckpt_path.parent.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_predict_writes_a_missing_derived_trainer_module(trained: Path, tmp_path: Path) -> None:
+    # A model folder copied without segkit's trainer folder: nnU-Net must still find nnUNetTrainer_segkit_...
+    shutil.rmtree(trained / "res" / "segkit_trainers")
+    cfg = config(trained, **{"infer.input": [trained / "validation_data"], "infer.output": tmp_path / "p"})
+    (result,) = api.predict(cfg)
+    assert len(result.files) == 2
 
 
 class TestNnUNetContract(BackendContract):

@@ -140,18 +140,27 @@ def _rebuild_error(event: Mapping[str, Any], log_file: Path) -> SegkitError:
     if not (isinstance(cls, type) and issubclass(cls, SegkitError)):
         cls = BackendRuntimeError
     hint = event.get("hint") or f"full log: {log_file}"
-    return cls(str(event.get("message", "unknown error")), hint=hint)
+    message = str(event.get("message", "unknown error"))
+    if event.get("bare"):
+        bare = message.rstrip(": ")
+        last = _last_error_line(log_file, ignore=bare)
+        message = f"{bare} ({last})" if last else bare
+    return cls(message, hint=hint)
 
 
-def _last_error_line(log_file: Path) -> str:
-    """The last line of the log that looks like an exception message."""
+def _last_error_line(log_file: Path, *, ignore: str = "") -> str:
+    """The last line of the log that looks like an exception message (other than `ignore` itself)."""
     try:
         lines = log_file.read_text(errors="replace").splitlines()
     except OSError:
         return ""
     for line in reversed(lines[-400:]):
+        if line.startswith("  "):  # a traceback's "  File ..." and source lines, not a message
+            continue
         text = line.strip()
-        if text and ("Error" in text or "error:" in text or "Exception" in text) and not text.startswith("File "):
+        if text.rstrip(":") == ignore:
+            continue
+        if text and ("Error" in text or "error:" in text or "Exception" in text):
             return text[:300]
     return ""
 
@@ -183,7 +192,9 @@ def worker_main(handlers: Mapping[str, Handler]) -> None:
     except BaseException as err:  # report, then keep the traceback in the log
         traceback.print_exc()
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        emit("error", kind="BackendRuntimeError", message=f"{type(err).__name__}: {first}"[:500])
+        # A bare exception (e.g. nnU-Net's "background workers died") says nothing; the parent then
+        # quotes the log, where the pool worker printed the real cause.
+        emit("error", kind="BackendRuntimeError", message=f"{type(err).__name__}: {first}"[:500], bare=not first)
         code = 1
     finally:
         sys.stdout.flush()

@@ -1,12 +1,15 @@
 """Turn ``segkit infer`` inputs into cases with one file per BraTS modality.
 
 An input path may be a BraTS data root (case folders), a single case folder, or an nnU-Net images
-folder (``CASE_0000.nii.gz`` ...) whose channels are mapped to modalities through the dataset's
-``channel_names``. Backends then put the modalities in their own channel order.
+folder (``CASE_0000.nii.gz`` ...) whose channels are mapped to modalities through the ``channel_names``
+of the ``dataset.json`` beside it (``DatasetNNN_X/imagesTs`` -> ``DatasetNNN_X/dataset.json``), else of
+the run's dataset. Backends then put the modalities in their own channel order. The four images of a
+case must share one grid; that is checked from the headers before any prediction starts.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +18,9 @@ from segkit.backends.base import CaseImages
 from segkit.conventions import MODALITIES, NIFTI_EXT, NNUNET_CHANNEL_ORDER, modality_file
 from segkit.data.cases import Case, discover_cases, scan_case_folder
 from segkit.errors import DataError
+from segkit.io import grid_mismatch, read_header, read_json
+
+log = logging.getLogger(__name__)
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(NIFTI_EXT) + "$")
 
@@ -108,7 +114,8 @@ def resolve_inputs(
         only: Keep only these case ids (error if one is not found).
 
     Raises:
-        DataError: A missing path, a case without all four modalities, duplicate ids, or nothing found.
+        DataError: A missing path, a case without all four modalities, duplicate ids, nothing found, or
+            images of a case on different grids.
     """
     found: list[CaseImages] = []
     for path in paths:
@@ -119,7 +126,7 @@ def resolve_inputs(
         if _is_case_folder(path):
             found.append(_from_case(scan_case_folder(path)))
         elif any(split_channel_file(p.name) for p in path.iterdir()):
-            found.extend(_from_nnunet_folder(path, channel_modalities(channel_names)))
+            found.extend(_from_nnunet_folder(path, _folder_modalities(path, channel_names)))
         else:
             found.extend(_from_case(c) for c in discover_cases([path]).cases)
     seen: set[str] = set()
@@ -138,4 +145,37 @@ def resolve_inputs(
     if not found:
         msg = f"no cases found in {', '.join(str(p) for p in paths)}"
         raise DataError(msg)
+    for case in found:
+        _check_same_grid(case)
     return sorted(found, key=lambda c: c.case_id)
+
+
+def _folder_modalities(folder: Path, channel_names: Mapping[str, str] | None) -> list[str]:
+    """Modality of each channel file in an nnU-Net images folder: its own dataset's names first."""
+    own = folder.parent / "dataset.json"
+    if own.is_file():
+        meta = read_json(own)
+        names = (meta.get("channel_names") or meta.get("modality")) if isinstance(meta, dict) else None
+        try:
+            return channel_modalities(names)
+        except DataError as err:
+            msg = f"{own}: {err}"
+            raise DataError(msg) from err
+    if channel_names is None:
+        log.warning(
+            "%s: no dataset.json beside the images folder or in the run's dataset; reading channel files "
+            "as 0 t1n, 1 t1c, 2 t2w, 3 t2f (segkit's order)",
+            folder,
+        )
+    return channel_modalities(channel_names)
+
+
+def _check_same_grid(case: CaseImages) -> None:
+    """The four images of a case must lie on one grid (headers only; no voxels are read)."""
+    files = [case.images[m] for m in MODALITIES]
+    first = read_header(files[0])
+    for path in files[1:]:
+        problem = grid_mismatch(read_header(path), first)
+        if problem is not None:
+            msg = f"{case.case_id}: {path}: grid differs from {Path(files[0]).name}'s ({problem})"
+            raise DataError(msg)

@@ -33,7 +33,7 @@ from segkit.backends.base import (
 from segkit.backends.nnunet import layout
 from segkit.backends.nnunet.options import NnUNetOptions
 from segkit.conventions import NIFTI_EXT, NNUNET_CHANNEL_ORDER
-from segkit.errors import BackendError, ConfigError, DataError, OutputError, SegkitError
+from segkit.errors import BackendError, ConfigError, DataError, OutputError
 from segkit.progress import ProgressSink
 
 WORKER = "segkit.backends.nnunet.worker"
@@ -283,8 +283,12 @@ class NnUNetBackend:
         trainer = layout.write_trainer_module(dataset, opts)
         model = layout.model_dir(dataset, opts)
         fold = layout.fold_dir(model, request.fold)
+        # --overwrite moves the old fold aside and deletes it only once nnU-Net has started training: a run
+        # refused at start-up (weights that do not fit, a bad file, Ctrl-C) puts the old model back.
+        previous = None
         if opts.overwrite and fold.exists():
-            shutil.rmtree(fold)
+            previous = fold.with_name(f".{fold.name}.segkit-replaced-{uuid.uuid4().hex[:8]}")
+            fold.rename(previous)
         # Anything this run creates is removed again if nnU-Net refuses to start (e.g. pretrained weights
         # that do not fit): a refused run leaves no half-made model folder behind.
         created = [p for p in (model, fold) if not p.exists()]
@@ -317,13 +321,18 @@ class NnUNetBackend:
                 on_event=events,
                 what="nnU-Net training",
             )
-        except SegkitError:
+        except BaseException:
             if not events.started:
                 for path in reversed(created):
                     shutil.rmtree(path, ignore_errors=True)
+                if previous is not None:
+                    previous.rename(fold)
+                    previous = None
             raise
         finally:
             events.close()
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
         metrics: dict[str, float] = {}
         if "validation_dice" in result:
             metrics["validation_dice"] = float(result["validation_dice"])
@@ -346,6 +355,9 @@ class NnUNetBackend:
         from segkit.io import ensure_writable_dir
 
         ensure_writable_dir(out)
+        # nnU-Net imports the model's trainer class to build the network: a derived one (--epochs ...) must
+        # exist under nnUNet_extTrainer here too, e.g. for a model folder copied from another machine.
+        layout.write_trainer_module(request.dataset, opts)
         todo = [c for c in request.cases if request.overwrite or not (out / f"{c.case_id}{NIFTI_EXT}").exists()]
         skipped = tuple(c.case_id for c in request.cases if c not in todo)
         stage = out / f".segkit-partial-{uuid.uuid4().hex[:8]}"
