@@ -144,6 +144,8 @@ def test_checkpoints_load_weights_only_with_json_metadata(trained: Path) -> None
     assert meta["channel_order"] == ["t1c", "t1n", "t2w", "t2f"]
     assert meta["labels"] == {"0": "background", "1": "NETC", "2": "SNFH", "3": "ET", "4": "RC"}
     assert meta["segkit_version"]
+    assert meta["dataset"] == DATASET
+    assert json.loads((trained / "out" / "fold1" / "metrics" / "training_log.json").read_text())["dataset"] == DATASET
     assert meta["best_metric_name"] == "mean_dice"
     weights = trained / "bundles" / "brats_mri_segmentation" / "models" / "model.pt"
     assert meta["bundle"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -193,6 +195,14 @@ def test_resume_from_a_stage1_checkpoint(trained: Path) -> None:
     assert steps == {4.0}
     assert second["scheduler"]["last_epoch"] == 2
     assert second["meta"]["best_epoch"] in (1, 2)
+    # the resumed epoch follows the 2-epoch cosine of this run (torch's CosineAnnealingLR, uninterrupted),
+    # not the 1-epoch one the checkpoint was saved with (which is at lr 0 by then)
+    reference = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=2)
+    reference.step()
+    schedule.step()
+    assert log["epochs"][1]["lr"] == pytest.approx(reference.param_groups[0]["lr"], rel=1e-9)
+    assert log["epochs"][1]["lr"] == pytest.approx(5e-4)
 
 
 def test_bad_resume_and_weights_fail_before_training(trained: Path, run_cli, tmp_path: Path) -> None:
@@ -327,7 +337,53 @@ def test_bad_inputs_are_one_line_errors(prepared: Path, run_cli, tmp_path: Path)
     result = run_cli(*base, "--stage1-epochs", "1", "--epochs", "3")
     assert result.code == 2
     assert result.err.splitlines()[0] == "error: --epochs is an option of the nnunet backend, not of 'monai'"
+    result = run_cli(*base, "--spacing", "0", "1", "1")
+    assert result.code == 2, result.err
+    assert result.err.splitlines()[0] == (
+        "error: backends.monai.spacing: spacing 0 1 1: every value must be a positive number of mm"
+    )
+    assert "Traceback" not in result.err
+    everything = ["convInit", "down_layers", "up_samples", "up_layers", "conv_final"]
+    prefixes = [arg for prefix in everything for arg in ("--encoder-prefix", prefix)]
+    result = run_cli(*base, "--fold", "0", "--patch-size", "24", "24", "24", *prefixes)
+    assert result.code == 2, result.err
+    assert result.err.splitlines()[0] == (
+        f"error: --encoder-prefix {', '.join(everything)} freezes every parameter, so stage 1 would train nothing"
+    )
+    # a case whose modalities lie on different grids, found from the headers before anything is written
+    data = tmp_path / "data"
+    shutil.copytree(prepared / "training_data", data)
+    t2w = sorted(data.glob("*/*-t2w.nii.gz"))[0]
+    write_volume(t2w, np.zeros((24, 24, 16), np.float32), read_volume(t2w).affine)
+    result = run_cli(*base, "--fold", "0", "--patch-size", "24", "24", "24", "--data-root", data)
+    assert result.code == 1, result.err
+    line = result.err.splitlines()[0]
+    assert line.startswith(f"error: {t2w.parent.name}: {t2w}: grid of t2w differs from "), line
+    assert line.endswith(": shape (24, 24, 16) vs (24, 24, 24)"), line
+    assert "Traceback" not in result.err
     assert not (tmp_path / "o").exists(), "something was trained"
+
+
+def test_freezing_everything_is_refused_after_a_bundle_download(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check` cannot build the network of a bundle still to download; training refuses before caching."""
+    from segkit.backends.monai_bundle import backend
+
+    monkeypatch.setattr(backend, "_planned_network", lambda opts: None)
+    flags = monai_flags(
+        prepared,
+        **{
+            "train.fold": 0,
+            "backends.monai.output_root": tmp_path / "o" / "runs",
+            "backends.monai.encoder_prefix": ["convInit", "down_layers", "up_samples", "up_layers", "conv_final"],
+        },
+    )
+    progress = RecordingProgress()
+    with pytest.raises(ConfigError, match="freezes every parameter, so stage 1 would train nothing"):
+        api.train(load_config(flags=flags), progress=progress)
+    assert not [e for e in progress.events if e[0] == "start" and "caching" in e[1]]
+    assert not (tmp_path / "o").exists()
 
 
 def test_bundle_without_weights_offline(prepared: Path, run_cli, tmp_path: Path) -> None:
@@ -394,6 +450,18 @@ def test_infer_every_fold_into_templated_folders(trained: Path, run_cli, monkeyp
             assert pred.data.dtype == np.uint8
             assert set(np.unique(pred.data)) <= {0, 1, 2, 3, 4}
         assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_model_of_another_dataset_is_refused(trained: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(trained)
+    args = ["infer", "--backend", "monai", *cli_args(trained), "--split-json", str(trained / "splits_2fold.json")]
+    args += ["--output-root", "out", "-i", "validation_data", "--fold", "0", "-o", "p777"]
+    result = run_cli(*args, "-d", "Dataset777_X")
+    assert result.code == 2, result.err
+    assert result.err.splitlines()[0] == (
+        f"error: {Path('out/fold0/checkpoints/stage2_best.pt')} was trained on {DATASET}, not Dataset777_X"
+    )
+    assert not (trained / "p777").exists()
 
 
 def test_fold_templates_are_required(trained: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -488,8 +556,12 @@ class TestMonaiContract(BackendContract):
         m = contract_model
         request = PredictRequest(m.dataset, m.cases, tmp_path, (0,), m.device)
         first = m.backend.predict(request, m.options, progress=NullProgress())
+        manifest = (tmp_path / "segkit_predict.json").read_text()
         again = PredictRequest(m.dataset, m.cases, tmp_path, (0,), m.device, overwrite=False)
         second = m.backend.predict(again, m.options, progress=NullProgress())
         assert len(first.files) == 2
         assert second.files == ()
         assert sorted(second.skipped) == sorted(c.case_id for c in m.cases)
+        # nothing was predicted: the manifest still describes the run that wrote the files
+        assert (tmp_path / "segkit_predict.json").read_text() == manifest
+        assert json.loads(manifest)["cases"] == [f"{c.case_id}.nii.gz" for c in m.cases]

@@ -28,7 +28,7 @@ from segkit.backends.monai_bundle import data as dm
 from segkit.backends.monai_bundle import network as nw
 from segkit.backends.monai_bundle.backend import _check_fold_folder
 from segkit.backends.monai_bundle.inference import LoadedModel, predict_cases
-from segkit.backends.monai_bundle.training import accumulation_plan
+from segkit.backends.monai_bundle.training import accumulation_plan, cosine_schedule
 from segkit.data.inputs import resolve_inputs
 from segkit.data.splits import write_splits
 from segkit.data.synth import write_cohort
@@ -67,6 +67,8 @@ def test_class_weights_need_five_values() -> None:
         ("network_overrides", {"filters": 8}, "'filters' is not a SegResNet argument"),
         ("network_overrides", {"out_channels": 3}, "out_channels is always 5"),
         ("crop_ratios", [1, 1], "expected 5 non-negative values"),
+        ("spacing", [0, 1, 1], "spacing: spacing 0 1 1: every value must be a positive number of mm"),
+        ("spacing", [1, -0.5, 1], "spacing: spacing 1 -0.5 1: every value must be a positive number of mm"),
     ],
 )
 def test_bad_options(key: str, value: object, message: str) -> None:
@@ -87,6 +89,37 @@ def test_accumulation_steps_on_the_last_partial_group() -> None:
     plan = accumulation_plan(7, 3)
     assert sum(s for s, _ in plan) == pytest.approx(3.0)
     assert [i for i, (_, step) in enumerate(plan) if step] == [2, 5, 6]
+
+
+def test_a_resumed_schedule_is_the_uninterrupted_one_of_the_new_length() -> None:
+    """Resuming after epoch 1 of a 2-epoch run into a 4-epoch run: each resumed epoch gets the lr an
+    uninterrupted 4-epoch run gives it (torch's own CosineAnnealingLR is the reference)."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    reference = torch.optim.AdamW([param], lr=1e-3)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=4)
+    uninterrupted = []
+    for _ in range(4):
+        uninterrupted.append(reference.param_groups[0]["lr"])
+        reference.step()
+        cosine.step()
+    # the old run: 2 epochs, one done; its optimizer state holds that run's lr
+    old = torch.optim.AdamW([param], lr=1e-3)
+    old_schedule = cosine_schedule(old, 2)
+    old.step()
+    old_schedule.step()
+    resumed = torch.optim.AdamW([param], lr=1e-3)
+    resumed.load_state_dict(old.state_dict())
+    for group in resumed.param_groups:  # as _run_stage does: this run's base lr
+        group["initial_lr"] = 1e-3
+    schedule = cosine_schedule(resumed, 4, start_epoch=1)
+    got = []
+    for _ in range(1, 4):
+        got.append(resumed.param_groups[0]["lr"])
+        resumed.step()
+        schedule.step()
+    assert got == pytest.approx(uninterrupted[1:], rel=1e-9)
+    assert got[0] > 0.8e-3, "the resumed epoch ran on the old run's schedule"
+    assert cosine_schedule(torch.optim.AdamW([param], lr=2e-3), 4).get_last_lr() == [2e-3]
 
 
 # --------------------------------------------------------------------------- reading a bundle safely
@@ -312,6 +345,19 @@ def test_encoder_prefixes_select_the_encoder() -> None:
         nw.parameter_groups(net, ["encoder"])
 
 
+def test_prefixes_that_freeze_everything_are_refused() -> None:
+    net = nw.build_network(nw.network_args(bd.BUNDLE_NETWORK_ARGS, {"init_filters": 8}))
+    assert nw.stage1_frozen(net, ["convInit", "down_layers"])
+    everything = ["convInit", "down_layers", "up_samples", "up_layers", "conv_final"]
+    with pytest.raises(ConfigError) as err:
+        nw.stage1_frozen(net, everything)
+    assert str(err.value) == (
+        "--encoder-prefix convInit, down_layers, up_samples, up_layers, conv_final freezes every parameter, "
+        "so stage 1 would train nothing"
+    )
+    assert "--stage1-epochs 0" in (err.value.hint or "")
+
+
 def test_mismatching_checkpoint_names_the_first_key(tmp_path: Path) -> None:
     small = nw.build_network(nw.network_args(bd.BUNDLE_NETWORK_ARGS, {"init_filters": 8}))
     other = nw.build_network(nw.network_args(bd.BUNDLE_NETWORK_ARGS, {"init_filters": 16}))
@@ -438,14 +484,19 @@ def fake_checkpoint(
     args: dict[str, Any] | None = None,
     channel_order: tuple[str, ...] = ORDER,
     bundle: str | None = "brats_mri_segmentation",
+    dataset: str | None = None,
 ) -> Path:
-    """A segkit checkpoint of a random tiny SegResNet (fold 0, stage 2), as training writes them."""
+    """A segkit checkpoint of a random tiny SegResNet (fold 0, stage 2), as training writes them.
+
+    Without `dataset` it is a checkpoint of an older segkit, which did not record the dataset.
+    """
     torch.manual_seed(0)
     net = nw.build_network(TINY_ARGS)
     meta = {
         "stage": 2,
         "epoch": 1,
         "fold": 0,
+        **({"dataset": dataset} if dataset is not None else {}),
         "kind": "best",
         "network": {"name": "SegResNet", "args": args or TINY_ARGS},
         "channel_order": list(channel_order),
@@ -480,11 +531,93 @@ def test_checkpoint_of_another_architecture_leaves_no_output(tmp_path: Path, cas
 
 def test_a_case_that_cannot_be_read_leaves_no_output(tmp_path: Path, cases: tuple[CaseImages, ...]) -> None:
     path = fake_checkpoint(tmp_path / "ck.pt")
-    cases[0].images["t2w"].write_bytes(b"not a NIfTI file")
+    t2w = cases[0].images["t2w"]
+    data = t2w.read_bytes()
+    t2w.write_bytes(b"not a NIfTI file")
     request = predict_request(tmp_path, cases, tmp_path / "out" / "pred")
-    with pytest.raises(DataError, match=f"{cases[0].case_id}: cannot load and resample the images"):
+    with pytest.raises(DataError, match=f"{re.escape(str(t2w))}: not a readable NIfTI file"):
+        MonaiBundleBackend().check(request, options(tmp_path, checkpoint=path))
+    # a readable header but truncated voxels: found only when MONAI loads the case, and the message
+    # quotes what went wrong underneath MONAI's "applying transform <...>" wrapper
+    t2w.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as err:
         MonaiBundleBackend().predict(request, options(tmp_path, checkpoint=path), progress=NullProgress())
+    message = str(err.value)
+    assert message.startswith(f"{cases[0].case_id}: cannot load and resample the images (")
+    assert "applying transform" not in message
+    assert " at 0x" not in message
+    assert "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+def test_modalities_on_different_grids_are_found_in_the_headers(tmp_path: Path, cases: tuple[CaseImages, ...]) -> None:
+    path = fake_checkpoint(tmp_path / "ck.pt")
+    case = cases[1]
+    t1c = read_volume(case.images["t1c"])
+    write_volume(case.images["t2w"], np.zeros((24, 24, 20), np.float32), t1c.affine)
+    request = predict_request(tmp_path, cases, tmp_path / "out" / "pred")
+    with pytest.raises(DataError) as err:
+        MonaiBundleBackend().predict(request, options(tmp_path, checkpoint=path), progress=NullProgress())
+    assert str(err.value) == (
+        f"{case.case_id}: {case.images['t2w']}: grid of t2w differs from t1c ({case.images['t1c'].name}): "
+        "shape (24, 24, 20) vs (24, 24, 24)"
+    )
+    assert not (tmp_path / "out").exists(), "the first case was predicted before the second was refused"
+    # MONAI's own test: affines that are not np.allclose cannot be stacked, however small the difference
+    shifted = t1c.affine.copy()
+    shifted[0, 1] = 1e-5
+    write_volume(case.images["t2w"], t1c.data, shifted)
+    with pytest.raises(DataError, match=r"grid of t2w differs from t1c .*: axis directions differ"):
+        dm.check_case_grid(case.case_id, case.images)
+    # without the check, MONAI's failure is still one line with the real cause
+    stub = torch.nn.Identity()  # never reached: loading fails first
+    with pytest.raises(DataError) as err:
+        predict_cases(
+            [case],
+            [LoadedModel(path, {"channel_order": list(ORDER), "spacing": [1.0] * 3, "patch_size": [16] * 3}, stub)],
+            MonaiOptions(),
+            output_dir=tmp_path / "direct",
+            device="cpu",
+            overwrite=True,
+            save_probabilities=False,
+            progress=NullProgress(),
+        )
+    assert str(err.value).startswith(
+        f"{case.case_id}: cannot load and resample the images (affine matrix of all images should be the same"
+    )
+
+
+def test_a_label_off_the_image_grid_is_refused(tmp_path: Path, cohort: Path) -> None:
+    first = sorted(p for p in cohort.iterdir() if p.is_dir())[0]
+    (case,) = dm.labelled_cases([first.name], roots=[cohort], dataset=dataset_ref(tmp_path), source="test")
+    dm.check_case_grid(case.case_id, case.images, label=case.label)
+    seg = read_volume(case.label)
+    moved = seg.affine.copy()
+    moved[:3, 3] += 2.0
+    write_volume(case.label, seg.data, moved)
+    with pytest.raises(DataError) as err:
+        dm.check_case_grid(case.case_id, case.images, label=case.label)
+    assert str(err.value).startswith(f"{case.case_id}: {case.label}: grid of the label differs from t1c (")
+    assert "origin shifted by 3.46 mm" in str(err.value)
+
+
+def test_a_checkpoint_of_another_dataset_is_refused(tmp_path: Path, cases: tuple[CaseImages, ...]) -> None:
+    other = fake_checkpoint(tmp_path / "other.pt", dataset="Dataset777_X")
+    request = predict_request(tmp_path, cases, tmp_path / "pred")  # Dataset501_BraTSPostTx
+    with pytest.raises(ConfigError) as err:
+        MonaiBundleBackend().check(request, options(tmp_path, checkpoint=other))
+    assert str(err.value) == f"{other} was trained on Dataset777_X, not Dataset501_BraTSPostTx"
+    assert "-d Dataset777_X" in (err.value.hint or "")
+    # the dataset it was trained on, or none recorded (a checkpoint of an older segkit), predicts
+    same = fake_checkpoint(tmp_path / "same.pt", dataset="Dataset501_BraTSPostTx")
+    MonaiBundleBackend().check(request, options(tmp_path, checkpoint=same))
+    old = fake_checkpoint(tmp_path / "old.pt")
+    MonaiBundleBackend().check(request, options(tmp_path, checkpoint=old))
+    # and --resume refuses to continue another dataset's run
+    opts = options(tmp_path, bundle_name="none", network_overrides={"init_filters": 8}, resume=other)
+    with pytest.raises(ConfigError, match=r"other.pt was trained on Dataset777_X, not Dataset501_BraTSPostTx"):
+        MonaiBundleBackend()._check_weights(opts, 0, "Dataset501_BraTSPostTx")
+    MonaiBundleBackend()._check_weights(opts, 0, "Dataset777_X")
 
 
 def test_a_local_bundle_channel_def_is_checked(tmp_path: Path, cases: tuple[CaseImages, ...]) -> None:

@@ -132,26 +132,37 @@ class MonaiBundleBackend:
             msg = f"fold {fold} of {split} has {len(train_ids)} training and {len(val_ids)} validation cases"
             raise DataError(msg)
         source = f"{split.name} fold {fold}"
-        dm.labelled_cases([*train_ids, *val_ids], roots=opts.data_root, dataset=request.dataset, source=source)
+        cases = dm.labelled_cases([*train_ids, *val_ids], roots=opts.data_root, dataset=request.dataset, source=source)
+        for case in cases:
+            dm.check_case_grid(case.case_id, case.images, label=case.label)
         check_bundle(opts)
-        self._check_weights(opts, fold)
+        self._check_weights(opts, fold, request.dataset.name)
         _check_fold_folder(opts, fold)  # last: a checkpoint of another fold or network is the sharper message
 
-    def _check_weights(self, opts: MonaiOptions, fold: int) -> None:
-        """Encoder prefixes exist; resume/initial checkpoints are of this fold and stage and fit the network."""
+    def _check_weights(self, opts: MonaiOptions, fold: int, dataset: str) -> None:
+        """Encoder prefixes exist and leave stage 1 something to train; resume/initial checkpoints are of this
+        fold, stage and dataset and fit the network."""
         from segkit.backends.monai_bundle import network as nw
 
         net = _planned_network(opts)
         if net is not None:
             nw.parameter_groups(net, opts.encoder_prefix)
+        resumed_stage: int | None = None
         if opts.resume is not None:
             path = ck.format_template(opts.resume, fold)
             payload = ck.read_checkpoint(path)
             meta = payload["meta"]
             stage, epoch = int(meta["stage"]), int(meta["epoch"])
+            resumed_stage = stage
             if int(meta["fold"]) != fold:
                 msg = f"{path} was trained on fold {meta['fold']}, not fold {fold}"
                 raise ConfigError(msg, hint="put {fold} in --resume to resume every fold from its own checkpoint")
+            trained_on = meta.get("dataset")  # absent from checkpoints of older segkit versions
+            if trained_on is not None and trained_on != dataset:
+                msg = f"{path} was trained on {trained_on}, not {dataset}"
+                raise ConfigError(
+                    msg, hint=f"resume with -d {trained_on}, or initialise from it with --load-weights instead"
+                )
             if opts.resume_stage is not None and stage != opts.resume_stage:
                 wanted = opts.resume_stage
                 msg = f"{path} is a stage-{stage} checkpoint; --resume-stage {wanted} needs a stage-{wanted} one"
@@ -168,6 +179,9 @@ class MonaiBundleBackend:
                 if problem:
                     msg = f"{path}: checkpoint does not fit this network: {problem}"
                     raise DataError(msg, hint="resume with the network arguments the run started with")
+        # as training decides it: a stage-2 checkpoint skips stage 1
+        if net is not None and opts.stage1_epochs > 0 and resumed_stage in (None, 1):
+            nw.stage1_frozen(net, opts.encoder_prefix)
         if opts.load_weights is not None:
             path = ck.format_template(opts.load_weights, fold)
             state = nw.read_state_dict(path, what="weights")
@@ -182,7 +196,10 @@ class MonaiBundleBackend:
         if not request.cases:
             msg = "no cases to predict"
             raise DataError(msg)
-        self._select_cases(request.cases, opts)
+        from segkit.backends.monai_bundle import data as dm
+
+        for case in self._select_cases(request.cases, opts):
+            dm.check_case_grid(case.case_id, case.images)
         folds = request.folds
         explicit = opts.checkpoint is not None
         templated = ck.has_fold_placeholder(opts.checkpoint)
@@ -207,6 +224,11 @@ class MonaiBundleBackend:
             if explicit and not templated and int(meta["fold"]) != fold:
                 msg = f"{path} was trained on fold {meta['fold']}, so it cannot stand for fold {fold}"
                 raise ConfigError(msg, hint="put {fold} in --checkpoint, or pass the checkpoint's own --fold")
+            trained_on = meta.get("dataset")  # absent from checkpoints of older segkit versions
+            if trained_on is not None and trained_on != request.dataset.name:
+                msg = f"{path} was trained on {trained_on}, not {request.dataset.name}"
+                hint = f"pass -d {trained_on}, or the --checkpoint/--output-root of a {request.dataset.name} model"
+                raise ConfigError(msg, hint=hint)
             _check_fits(path, payload)
             metas.append((path, meta))
         _check_bundle_channels(opts, metas)
@@ -300,7 +322,9 @@ class MonaiBundleBackend:
                 save_probabilities=request.save_probabilities,
                 progress=progress,
             )
-            _write_manifest(out, request, opts, paths, files, skipped, checked)
+            # with every output kept (skip-existing), the manifest of the run that wrote them still holds
+            if files or not skipped:
+                _write_manifest(out, request, opts, paths, files, skipped, checked)
         return PredictResult(output_dir=out, files=tuple(files), skipped=tuple(skipped))
 
 

@@ -3,12 +3,13 @@
 A checkpoint is a dict saved with ``torch.save``::
 
     {"format": "segkit-monai-checkpoint", "format_version": 1,
-     "meta": {stage, epoch, fold, best_metric, best_epoch, network: {name, args}, channel_order,
+     "meta": {stage, epoch, fold, dataset, best_metric, best_epoch, network: {name, args}, channel_order,
               labels, spacing, patch_size, segkit_version, bundle, kind},
      "model": state dict, "optimizer": ..., "scheduler": ..., "scaler": ...}
 
 Every value is a tensor, a number, a string, a list, a dict, a bool or None, so the file loads with
-``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code.
+``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code. ``dataset`` is absent
+from checkpoints of segkit versions before it was recorded; they are taken to fit any dataset.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ torch and monai are imported inside the functions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from monai.transforms import Compose
 
     from segkit.backends.base import DatasetRef
+    from segkit.io import Header
 
 AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 """Axis labels given to Orientationd explicitly (its default changes in a future MONAI)."""
@@ -142,6 +145,58 @@ def _from_raw_dataset(ids: Sequence[str], dataset: DatasetRef, source: str) -> l
     return out
 
 
+def check_case_grid(case_id: str, images: Mapping[str, Path], *, label: Path | None = None) -> None:
+    """Refuse a case whose files are not on one voxel grid, from their NIfTI headers alone.
+
+    MONAI stacks the modalities into one image only when their shapes are equal and their affines
+    ``np.allclose`` (its own test, applied here), and otherwise fails with a message that names neither
+    the case nor the files. The label must lie on the images' grid within segkit's usual tolerance
+    (`segkit.io.AFFINE_TOLERANCE`): both are resampled separately, so a shifted label would train on
+    misplaced voxels without any error.
+
+    Raises:
+        DataError: An unreadable header, or the first file whose grid differs from the first modality's.
+    """
+    import numpy as np
+
+    from segkit.io import grid_mismatch
+
+    files = list(images.items())
+    if not files:
+        return
+    ref_name, ref_path = files[0]
+    ref = _header(ref_path)
+    hint = "the four modalities and the label of a case must share one voxel grid; see `segkit data check`"
+    for name, path in files[1:]:
+        other = _header(path)
+        if tuple(other.shape[:3]) != tuple(ref.shape[:3]) or not np.allclose(other.affine, ref.affine):
+            # described at np.allclose's absolute tolerance, so that only what MONAI objects to is named
+            what = grid_mismatch(other, ref, tol=1e-8) or "affines differ beyond np.allclose"
+            msg = f"{case_id}: {path}: grid of {name} differs from {ref_name} ({Path(ref_path).name}): {what}"
+            raise DataError(msg, hint=hint)
+    if label is not None and (off := grid_mismatch(_header(label), ref)) is not None:
+        msg = f"{case_id}: {label}: grid of the label differs from {ref_name} ({Path(ref_path).name}): {off}"
+        raise DataError(msg, hint=hint)
+
+
+def _header(path: Path) -> Header:
+    """`segkit.io.read_header`, remembered while the file is unchanged (`check` runs again for every fold)."""
+    from segkit.io import read_header
+
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return read_header(Path(path))  # the one-line error for a missing or unreadable file
+    return _cached_header(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _cached_header(path: str, mtime_ns: int, size: int) -> Header:
+    from segkit.io import read_header
+
+    return read_header(Path(path))
+
+
 def record(
     images: Mapping[str, Path], order: Sequence[str], *, label: Path | None = None, case_id: str
 ) -> dict[str, Any]:
@@ -171,7 +226,8 @@ def segkit_errors(failure: str | None = None) -> Iterator[None]:
 
     A `SegkitError` anywhere in the exception chain (e.g. `check_label_values` refusing a label map) is
     re-raised unwrapped. Any other error is re-raised as is, or, with `failure`, as the one-line
-    ``DataError`` "<failure> (<first line of the error>)".
+    ``DataError`` "<failure> (<first line of the underlying error>)": the innermost cause, not MONAI's
+    "applying transform <... object at 0x...>" wrapper around it.
     """
     try:
         yield
@@ -185,7 +241,11 @@ def segkit_errors(failure: str | None = None) -> Iterator[None]:
             cause = cause.__cause__ or cause.__context__
         if failure is None:
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        root: BaseException = err
+        while root.__cause__ is not None:  # MONAI wraps each transform's error, once per Compose level
+            root = root.__cause__
+        text = str(root).strip()
+        first = text.splitlines()[0] if text else type(root).__name__
         msg = f"{failure} ({first})"
         raise DataError(msg, hint="run `segkit data check` on the input") from err
 

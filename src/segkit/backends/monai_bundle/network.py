@@ -176,6 +176,23 @@ def parameter_groups(net: torch.nn.Module, prefixes: Sequence[str]) -> tuple[lis
     return encoder, rest
 
 
+def stage1_frozen(net: torch.nn.Module, prefixes: Sequence[str]) -> list[str]:
+    """The parameters stage 1 freezes (`parameter_groups`' encoder), provided some are left to train.
+
+    Raises:
+        ConfigError: A prefix that matches no parameter, or prefixes that together freeze every parameter
+            (AdamW would be handed an empty parameter list).
+    """
+    encoder, rest = parameter_groups(net, prefixes)
+    if not rest:
+        msg = f"--encoder-prefix {', '.join(prefixes)} freezes every parameter, so stage 1 would train nothing"
+        tops = sorted({n.split(".")[0] for n in encoder})
+        raise ConfigError(
+            msg, hint=f"name only encoder modules (top-level modules: {', '.join(tops)}), or pass --stage1-epochs 0"
+        )
+    return encoder
+
+
 def set_trainable(net: torch.nn.Module, frozen: Sequence[str]) -> int:
     """Freeze the named parameters and unfreeze all others; return the number of trainable values."""
     frozen_set = set(frozen)

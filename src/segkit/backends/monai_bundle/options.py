@@ -7,6 +7,7 @@ One model serves `segkit train` and `segkit infer`; the flags of the seed script
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,6 +204,15 @@ class MonaiOptions(Strict):
     @classmethod
     def _roi_divisible(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
         return _multiple_of_eight(value, "roi size")
+
+    @field_validator("spacing")
+    @classmethod
+    def _positive_spacing(cls, value: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        # a zero spacing divides by zero when the cache size is estimated, and MONAI cannot resample to it
+        if value is not None and not all(math.isfinite(v) and v > 0 for v in value):
+            msg = f"spacing {' '.join(f'{v:g}' for v in value)}: every value must be a positive number of mm"
+            raise ValueError(msg)
+        return value
 
     @field_validator("class_weights")
     @classmethod

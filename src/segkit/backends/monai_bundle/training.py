@@ -62,6 +62,29 @@ def accumulation_plan(n_batches: int, accum: int) -> list[tuple[float, bool]]:
     return plan
 
 
+def cosine_factor(epoch: int, epochs: int) -> float:
+    """Learning-rate factor of `epoch` (0-based) in a cosine decay to 0 over `epochs` epochs.
+
+    >>> cosine_factor(0, 4), cosine_factor(2, 4), cosine_factor(4, 4)
+    (1.0, 0.5, 0.0)
+    """
+    return (1.0 + math.cos(math.pi * epoch / epochs)) / 2.0 if epochs > 0 else 1.0
+
+
+def cosine_schedule(optimizer: Any, epochs: int, *, start_epoch: int = 0) -> Any:
+    """A scheduler that sets each group's lr to ``initial_lr * cosine_factor(epoch, epochs)`` (closed form).
+
+    Starting at `start_epoch` (a resumed run) the optimizer's groups must hold ``initial_lr``; the lr is
+    set for that epoch at once, exactly as an uninterrupted run reaches it (no recursion on the old lr).
+    """
+    import torch
+
+    def factor(epoch: int) -> float:
+        return cosine_factor(epoch, epochs)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=start_epoch - 1)
+
+
 @dataclass(frozen=True)
 class DistInfo:
     """This process's place in a ``torchrun`` job (world size 1 without one)."""
@@ -136,6 +159,7 @@ class _Run:
     fold_dir: Path
     config_yaml: str = ""
     resume: Path | None = None
+    dataset: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     folder_ready: bool = False
 
@@ -249,7 +273,20 @@ def _train(
         progress.log(f"fold {fold}: weights loaded from {source}")
 
     resume = ck.format_template(opts.resume, fold) if opts.resume is not None else None
-    run = _Run(fold, opts, device, info, progress, args, bundle, loaded, fold_dir, request.config_yaml, resume)
+    run = _Run(
+        fold,
+        opts,
+        device,
+        info,
+        progress,
+        args,
+        bundle,
+        loaded,
+        fold_dir,
+        request.config_yaml,
+        resume,
+        dataset=request.dataset.name,
+    )
     resumed: dict[str, Any] | None = None
     if resume is not None:
         resumed = ck.read_checkpoint(resume)
@@ -259,7 +296,8 @@ def _train(
         progress.log(f"fold {fold}: resuming from {resume} (stage {meta['stage']} epoch {meta['epoch']})")
     net.to(device)
 
-    encoder, _ = nw.parameter_groups(net, opts.encoder_prefix)
+    # refused before the first case is cached: `check` could not test this when the bundle was still to download
+    encoder = nw.stage1_frozen(net, opts.encoder_prefix) if _enters_stage1(opts, resumed) else []
     train_loader, val_loader, n_train, n_val = _loaders(run, request)
     loss_fn = _loss(opts, device)
     results: dict[int, _StageState] = {}
@@ -310,6 +348,11 @@ def _train(
         log_file=run.log_path if run.log_path.is_file() else None,
         metrics=metrics,
     )
+
+
+def _enters_stage1(opts: MonaiOptions, resumed: Mapping[str, Any] | None) -> bool:
+    """Whether the run trains (or at least resumes into) stage 1: a stage-2 checkpoint skips it."""
+    return opts.stage1_epochs > 0 and (resumed is None or int(resumed["meta"]["stage"]) == 1)
 
 
 def _resumed_log(resume: Path, fold_dir: Path) -> Path | None:
@@ -475,13 +518,16 @@ def _run_stage(
         model = DistributedDataParallel(net, device_ids=ids)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opts.stage_lr(stage), weight_decay=opts.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     amp = opts.amp and run.device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     state = _StageState(stage)
     if resumed is not None:
         optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
+        # loading restored the old run's learning rate and weight decay; this run's options decide them
+        # (the checkpoint contributes AdamW's moments and step counts)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = opts.stage_lr(stage)
+            group["weight_decay"] = opts.weight_decay
         if resumed.get("scaler"):
             scaler.load_state_dict(resumed["scaler"])
         meta = resumed["meta"]
@@ -490,6 +536,10 @@ def _run_stage(
         state.best_epoch = int(meta.get("best_epoch") or 0)
         state.best_wt = meta.get("best_wt_dice")
         state.best_mean = meta.get("best_mean_dice")
+    # The checkpoint's scheduler state is not restored: it holds the old run's epoch count, and a run resumed
+    # with another --stage<s>-epochs would follow a stale cosine (lr 0 past the old count). The closed form
+    # positioned at the resumed epoch is the schedule an uninterrupted run of this length follows.
+    scheduler = cosine_schedule(optimizer, epochs, start_epoch=state.start_epoch)
     for epoch in range(state.start_epoch, epochs):
         started = time.perf_counter()
         if hasattr(train_loader.sampler, "set_epoch"):
@@ -649,6 +699,7 @@ def _payload(
         "stage": stage,
         "epoch": epoch,
         "fold": run.fold,
+        "dataset": run.dataset,  # inference refuses to stand this model in for another dataset
         "best_metric": state.best_metric if math.isfinite(state.best_metric) else None,
         "best_epoch": state.best_epoch,
         "best_metric_name": run.opts.best_metric,
@@ -720,6 +771,7 @@ def _write_log(run: _Run) -> None:
         {
             "segkit_version": __version__,
             "fold": run.fold,
+            "dataset": run.dataset,
             "network": {"name": "SegResNet", "args": run.network_args},
             "bundle": run.bundle.name,
             "bundle_weights_sha256": run.bundle.weights_sha256,
