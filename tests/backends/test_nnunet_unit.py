@@ -205,6 +205,9 @@ def test_prediction_channels_follow_the_models_dataset_json(tmp_path: Path) -> N
     (model / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}}))
     with pytest.raises(DataError, match="not a BraTS modality"):
         model_channel_order(model)
+    (model / "dataset.json").write_text("[]")  # not silently read as segkit's order
+    with pytest.raises(DataError, match=r"dataset\.json: expected a JSON object"):
+        model_channel_order(model)
 
 
 def test_stale_fingerprint_is_recomputed(tmp_path: Path) -> None:

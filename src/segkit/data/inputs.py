@@ -150,17 +150,28 @@ def resolve_inputs(
     return sorted(found, key=lambda c: c.case_id)
 
 
+def dataset_json_modalities(path: Path) -> list[str]:
+    """Modality of each channel of an nnU-Net ``dataset.json`` (``channel_names``, or MSD's ``modality``).
+
+    Raises:
+        DataError: Not a JSON object, or channel names that are not the four BraTS modalities (naming `path`).
+    """
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        msg = f"{path}: expected a JSON object"
+        raise DataError(msg)
+    try:
+        return channel_modalities(meta.get("channel_names") or meta.get("modality"))
+    except DataError as err:
+        msg = f"{path}: {err}"
+        raise DataError(msg) from err
+
+
 def _folder_modalities(folder: Path, channel_names: Mapping[str, str] | None) -> list[str]:
     """Modality of each channel file in an nnU-Net images folder: its own dataset's names first."""
     own = folder.parent / "dataset.json"
     if own.is_file():
-        meta = read_json(own)
-        names = (meta.get("channel_names") or meta.get("modality")) if isinstance(meta, dict) else None
-        try:
-            return channel_modalities(names)
-        except DataError as err:
-            msg = f"{own}: {err}"
-            raise DataError(msg) from err
+        return dataset_json_modalities(own)
     if channel_names is None:
         log.warning(
             "%s: no dataset.json beside the images folder or in the run's dataset; reading channel files "

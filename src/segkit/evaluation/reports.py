@@ -96,7 +96,6 @@ class ReportPaths:
             if path.is_dir():
                 msg = f"{path}: is a folder, not a report file"
                 raise OutputError(msg, hint="name a file, e.g. reports/lesion_metrics.json, or use --output-dir")
-        for path in paths:
             refuse_inside(path, [reference], what="reference folder")
 
 

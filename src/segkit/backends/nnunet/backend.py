@@ -417,19 +417,12 @@ def model_channel_order(model: Path) -> list[str]:
     ``FLAIR T1w t1gd T2w``, Dataset226's ``T1 T1C T2W T2F``) are mapped through their channel names, so
     a channel is never fed to the wrong input.
     """
-    from segkit.data.inputs import channel_modalities
-    from segkit.io import read_json
+    from segkit.data.inputs import dataset_json_modalities
 
     path = model / "dataset.json"
     if not path.is_file():
         return list(NNUNET_CHANNEL_ORDER)
-    meta = read_json(path)
-    names = meta.get("channel_names") or meta.get("modality") if isinstance(meta, dict) else None
-    try:
-        return channel_modalities(names)
-    except DataError as err:
-        msg = f"{path}: {err}"
-        raise DataError(msg) from err
+    return dataset_json_modalities(path)
 
 
 def input_lists(cases: list[CaseImages], order: list[str]) -> list[list[str]]:
