@@ -316,12 +316,15 @@ def _evaluate_predictions(config: SegkitConfig, result: PredictResult, progress:
     cfg = config.infer
     output = cfg.evaluation_output
     if output is None:
-        output = result.output_dir / "evaluation"
+        # Beside the predictions, not inside: segkit never writes into a folder it reads.
+        output = result.output_dir.with_name(f"{result.output_dir.name}-evaluation")
     elif "{fold}" in str(output) and len(result.folds) == 1:
         from segkit.backends.base import fill_fold
 
         output = Path(fill_fold(output, result.folds[0]))
-    eval_cfg = config.eval.model_copy(update={"gt": cfg.ground_truth, "pred": result.output_dir, "output_dir": output})
+    # The predictions were just (re)made, so their earlier evaluation is replaced.
+    update = {"gt": cfg.ground_truth, "pred": result.output_dir, "output_dir": output, "overwrite": True}
+    eval_cfg = config.eval.model_copy(update=update)
     return evaluate(config.model_copy(update={"eval": eval_cfg}), progress=progress)
 
 
@@ -459,11 +462,13 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
 
     Raises:
         ConfigError: Missing folders in the config, invalid settings.
-        DataError: Unusable inputs (with ``eval.strict``, any unusable case).
-        OutputError: The output folder cannot be written.
+        DataError: Unusable inputs (with ``eval.strict``, any unusable file). `UnscoredReferences` (a
+            DataError carrying the result) when a reference case could not be scored: the reports are written.
+        OutputError: The output folder cannot be written, overlaps GT or PRED, or holds earlier reports
+            (without ``eval.overwrite``).
     """
-    from segkit.evaluation.reports import EvalResult, ReportPaths, summary, write_reports
-    from segkit.evaluation.run import EvalSettings, evaluate_folders
+    from segkit.evaluation.reports import EvalResult, ReportPaths, UnscoredReferences, summary, write_reports
+    from segkit.evaluation.run import evaluate_folders
     from segkit.io import output_dirs
 
     cfg = config.eval
@@ -471,16 +476,6 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
         missing = "reference folder" if cfg.gt is None else "prediction folder"
         msg = f"no {missing} given"
         raise ConfigError(msg, hint="segkit eval GT PRED, or set eval.gt and eval.pred in the run config")
-    settings = EvalSettings(
-        protocol=cfg.protocol,
-        labels=tuple(dict.fromkeys(cfg.labels)),
-        omit_aggregates=cfg.omit_aggregates,
-        penalty=None if cfg.hd95_penalty == "auto" else float(cfg.hd95_penalty),
-        affine_tolerance=cfg.affine_tolerance,
-        workers=cfg.workers,
-        strict=cfg.strict,
-        nnunet_cmd=None if cfg.skip_nnunet else cfg.nnunet_cmd,
-    )
     paths = ReportPaths.in_folder(
         cfg.output_dir,
         lesion=cfg.lesion_output,
@@ -489,11 +484,14 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
         figure=cfg.figure,
     )
     # Fail before the (long) scoring when a report cannot be written; a failed run leaves no empty folder.
-    paths.check(Path(cfg.gt))
+    paths.check(Path(cfg.gt), Path(cfg.pred), overwrite=cfg.overwrite)
     with output_dirs({paths.lesion.parent, paths.nnunet.parent, paths.combined.parent, paths.csv.parent}):
-        evaluation = evaluate_folders(cfg.gt, cfg.pred, settings, progress=progress)
+        evaluation = evaluate_folders(cfg.gt, cfg.pred, cfg, progress=progress)
         write_reports(evaluation, paths, version=__version__, pretty=cfg.pretty)
-    return EvalResult(evaluation, paths, summary(evaluation, paths))
+    result = EvalResult(evaluation, paths, summary(evaluation, paths))
+    if evaluation.failed:
+        raise UnscoredReferences(result)
+    return result
 
 
 def demo(config: SegkitConfig, *, progress: ProgressSink | None = None) -> DemoResult:

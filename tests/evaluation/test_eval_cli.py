@@ -101,6 +101,7 @@ def test_json_summary_on_stdout(run_cli, label_pairs, tmp_path) -> None:
         "reference": 4,
         "scored": 4,
         "missing_predictions": 0,
+        "unusable_predictions": 0,
         "extra_predictions": 0,
         "failed": 0,
     }
@@ -228,14 +229,19 @@ def test_bad_prediction_is_reported_and_the_rest_scored(run_cli, label_pairs, tm
     assert result.code == 0, result.err
     case = bad.name[: -len(".nii.gz")]
     lesion = json.loads((out / "lesion_metrics.json").read_text())
-    assert lesion["cases"][case]["status"] == "error"
-    assert reason in lesion["failed"][case]
-    assert "\n" not in lesion["failed"][case]
+    assert lesion["cases"][case]["status"] == "unusable_prediction"
+    assert reason in lesion["unusable_predictions"][case]
+    assert reason in lesion["cases"][case]["reason"]
+    assert "\n" not in lesion["unusable_predictions"][case]
+    assert lesion["failed"] == {}
     assert sum(c["status"] == "ok" for c in lesion["cases"].values()) == 3
-    assert lesion["summary"]["WT"]["LesionWise_Score_Dice"]["n"] == 3
+    assert lesion["summary"]["WT"]["LesionWise_Score_Dice"]["n"] == 4  # every reference case counts
     assert f"warning: {case}:" in result.err
     manifest = json.loads((out / "full_metrics.json").read_text())
-    assert case in manifest["cases"]["failed"]
+    assert case in manifest["cases"]["unusable_predictions"]
+    row = next(r for r in csv.DictReader((out / "per_case.csv").open()) if r["case"] == case)
+    assert row["status"] == "unusable_prediction"
+    assert reason in row["reason"]
 
     strict = _eval(run_cli, gt, pred, tmp_path / "strict", "--strict")
     assert strict.code == 1
@@ -250,10 +256,15 @@ def test_bad_reference_file_is_reported(run_cli, label_pairs, tmp_path) -> None:
     bad = _cases(gt)[0]
     _range_labels(bad)
     out = tmp_path / "out"
-    assert _eval(run_cli, gt, pred, out).code == 0
-    failed = json.loads((out / "lesion_metrics.json").read_text())["failed"]
-    assert list(failed) == [bad.name[: -len(".nii.gz")]]
-    assert failed[bad.name[: -len(".nii.gz")]].startswith("reference ")
+    result = _eval(run_cli, gt, pred, out)
+    assert result.code == 1  # a reference that cannot be read cannot be scored: the run fails ...
+    case = bad.name[: -len(".nii.gz")]
+    assert result.err.splitlines()[-2].startswith(f"error: 1 reference case(s) could not be scored, first {case}: ")
+    assert "Traceback" not in result.err
+    failed = json.loads((out / "lesion_metrics.json").read_text())["failed"]  # ... but the reports list it
+    assert list(failed) == [case]
+    assert failed[case].startswith("reference ")
+    assert json.loads((out / "full_metrics.json").read_text())["cases"]["scored"] == 3
 
 
 def test_duplicate_prediction_ids(run_cli, label_pairs, tmp_path) -> None:
@@ -265,8 +276,9 @@ def test_duplicate_prediction_ids(run_cli, label_pairs, tmp_path) -> None:
     result = _eval(run_cli, gt, pred, out)
     assert result.code == 0
     lesion = json.loads((out / "lesion_metrics.json").read_text())
-    assert "duplicate case id in the predictions" in lesion["failed"][case]
-    assert lesion["cases"][case]["status"] == "error"
+    assert "duplicate case id in the predictions" in lesion["unusable_predictions"][case]
+    assert lesion["cases"][case]["status"] == "unusable_prediction"
+    assert lesion["summary"]["WT"]["LesionWise_Score_Dice"]["n"] == 4
     strict = _eval(run_cli, gt, pred, tmp_path / "strict", "--strict")
     assert strict.code == 1
     assert "duplicate case id" in strict.err
@@ -344,7 +356,7 @@ def test_config_file_and_precedence(run_cli, label_pairs, tmp_path) -> None:
     summary = json.loads(result.out)
     assert summary["hd95_penalty"] == {"setting": 250.0, "used": {"250": "explicit"}}
     assert Path(summary["outputs"]["full_metrics"]).parent == tmp_path / "from_yaml"
-    flag = run_cli("eval", "--config", config, "--hd95-penalty", "300", "--json")
+    flag = run_cli("eval", "--config", config, "--hd95-penalty", "300", "--json", "--overwrite")
     assert json.loads(flag.out)["hd95_penalty"]["setting"] == 300.0
 
 
@@ -360,7 +372,7 @@ def test_failed_report_writing_leaves_old_reports(run_cli, label_pairs, tmp_path
 
     monkeypatch.setattr(segkit.evaluation.figure, "render_png", broken)
     with pytest.raises(RuntimeError, match="figure exploded"):
-        _eval(run_cli, gt, pred, out, "--hd95-penalty", "10")
+        _eval(run_cli, gt, pred, out, "--hd95-penalty", "10", "--overwrite")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -413,19 +425,19 @@ def test_library_api_needs_both_folders() -> None:
         api.evaluate(load_config(sets=["eval.gt=somewhere"]))
 
 
-def test_no_case_scored_is_an_error(run_cli, label_pairs, tmp_path) -> None:
+def test_no_reference_readable_writes_reports_and_fails(run_cli, label_pairs, tmp_path) -> None:
     gt, pred = label_pairs
-    for path in _cases(pred):
+    for path in _cases(gt):
         _corrupt(path)
     out = tmp_path / "out"
     result = _eval(run_cli, gt, pred, out)
     assert result.code == 1
-    first = _cases(pred)[0]
-    line = result.err.splitlines()[0]
-    assert line.startswith(f"error: no case could be scored: {first.name[: -len('.nii.gz')]}: {first}: ")
+    first = _cases(gt)[0]
+    line = next(x for x in result.err.splitlines() if x.startswith("error: "))
+    assert line.startswith(f"error: 4 reference case(s) could not be scored, first {first.name[: -len('.nii.gz')]}: ")
     assert "not a readable NIfTI" in line
-    assert "all 4 case(s) failed to score" in result.err
-    assert not out.exists()
+    assert "Traceback" not in result.err
+    assert len(json.loads((out / "lesion_metrics.json").read_text())["failed"]) == 4
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def test_brats_root_reference(tmp_path: Path) -> None:
     assert any("without BraTS-GLI-00002-000-seg" in note for note in matching.notes)
 
 
-def test_duplicate_ids_are_problems_not_pairs(tmp_path: Path) -> None:
+def test_duplicate_ids_reference_problems_and_unusable_predictions(tmp_path: Path) -> None:
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     _touch(gt / "a.nii.gz")
     _touch(gt / "b.nii.gz")
@@ -73,8 +73,13 @@ def test_duplicate_ids_are_problems_not_pairs(tmp_path: Path) -> None:
     _touch(pred / "a.nii.gz")
     _touch(pred / "a_pred.nii.gz")
     matching = match_cases(gt, pred)
-    assert matching.pairs == ()
-    assert "duplicate case id in the predictions" in matching.problems["a"]
+    # A duplicate prediction id is an unusable prediction (scored as empty), not a missing one ...
+    (pair,) = matching.pairs
+    assert (pair.case_id, pair.pred) == ("a", None)
+    assert "duplicate case id in the predictions" in (pair.pred_problem or "")
+    assert matching.missing == ()
+    # ... a duplicate reference id cannot be scored at all.
+    assert list(matching.problems) == ["b"]
     assert "duplicate case id in the reference" in matching.problems["b"]
 
 

@@ -66,6 +66,7 @@ def eval_cmd(
     figure: Annotated[bool | None, typer.Option("--figure/--no-figure", help=_d(EvalConfig, "figure"))] = None,
     pretty: Annotated[bool | None, typer.Option("--pretty", help=_d(EvalConfig, "pretty"))] = None,
     strict: Annotated[bool | None, typer.Option("--strict", help=_d(EvalConfig, "strict"))] = None,
+    overwrite: Annotated[bool | None, typer.Option("--overwrite", help=_d(EvalConfig, "overwrite"))] = None,
     workers: Annotated[int | None, typer.Option("--workers", "-j", help=_d(EvalConfig, "workers"))] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -73,9 +74,14 @@ def eval_cmd(
 ) -> None:
     """Score predictions like the official BraTS 2024 scorer, plus nnU-Net voxel metrics.
 
-    Writes lesion_metrics.json, nnunet_metrics.json, full_metrics.json, per_case.csv and a PNG figure.
-    A reference case without a prediction is scored as an empty prediction; unusable cases are listed
-    with a reason (--strict makes them fatal).
+    Writes lesion_metrics.json, nnunet_metrics.json, full_metrics.json, per_case.csv and a PNG figure,
+    never inside GT or PRED; an earlier run's reports are replaced only with --overwrite.
+
+    Every reference case counts. A prediction that is missing or cannot be used (unreadable, truncated,
+    other grid, NaN, non-integer or out-of-range labels, duplicate ids) is scored as an empty prediction,
+    in the lesion-wise and the voxel metrics alike, and marked with its reason in the reports. A reference
+    that cannot be read is not scored: the reports list it and the run exits 1. --strict stops at the
+    first unusable file instead, before any report is written.
 
     Example: segkit eval labelsTs predictions/fold0 --output-dir reports/fold0 --pretty
     """
@@ -99,14 +105,24 @@ def eval_cmd(
         eval__figure=figure,
         eval__pretty=pretty,
         eval__strict=strict,
+        eval__overwrite=overwrite,
         eval__workers=workers,
     )
+    from segkit.evaluation.reports import UnscoredReferences
+
+    unscored: UnscoredReferences | None = None
     with progress_sink(ctx) as sink:
-        result = api.evaluate(cfg, progress=sink)
+        try:
+            result = api.evaluate(cfg, progress=sink)
+        except UnscoredReferences as err:
+            # The reports are written: show them, then fail with the one-line error.
+            result, unscored = err.result, err
     if json_out:
         print_json(result.summary)
-        return
-    render_summary(result.summary)
+    else:
+        render_summary(result.summary)
+    if unscored is not None:
+        raise unscored
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -143,7 +159,8 @@ def render_summary(summary: dict[str, Any]) -> None:
     penalty = ", ".join(f"{value} mm ({why})" for value, why in summary["hd95_penalty"]["used"].items()) or "-"
     console.print(
         f"{counts['scored']} of {counts['reference']} reference cases scored "
-        f"({counts['missing_predictions']} without prediction scored as empty, {counts['failed']} failed, "
+        f"({counts['missing_predictions']} without prediction and {counts.get('unusable_predictions', 0)} with an "
+        f"unusable prediction scored as empty, {counts['failed']} failed, "
         f"{counts['extra_predictions']} extra predictions ignored); HD95 penalty {penalty}"
     )
     warnings = summary["warnings"]

@@ -182,7 +182,7 @@ class InferConfig(Strict):
     run_evaluation: bool = Field(False, description="Score the predictions against --ground-truth afterwards.")
     ground_truth: ConfigPath | None = Field(None, description="Ground-truth labels for --run-evaluation.")
     evaluation_output: ConfigPath | None = Field(
-        None, description="Report folder for --run-evaluation (default: <output>/evaluation)."
+        None, description="Report folder for --run-evaluation (default: <output>-evaluation, beside the predictions)."
     )
 
 
@@ -372,7 +372,10 @@ class EvalConfig(Strict):
     )
     figure: bool = Field(True, description="Also write a PNG figure of lesion-wise Dice and HD95 across cases.")
     pretty: bool = Field(False, description="Indent the JSON reports.")
-    strict: bool = Field(False, description="Any unusable case (bad file, grid, labels, duplicate id) is fatal.")
+    strict: bool = Field(
+        False, description="Stop at the first unusable file (bad file, grid, labels, duplicate id) instead of scoring it."
+    )
+    overwrite: bool = Field(False, description="Replace the reports of an earlier segkit eval in the output folder.")
     workers: Workers = 0
 
 

@@ -1,44 +1,32 @@
 """Score one case: load and check both label files, then lesion-wise and voxel metrics.
 
-`evaluate_case` never raises for bad data: a case whose files cannot be used comes back with status
-``"error"`` and a one-line reason, so that one broken file does not stop a cohort.
+`evaluate_case` never raises for bad data. Every reference case counts: a prediction that is missing or
+cannot be used (unreadable, truncated, other grid, NaN, non-integer or out-of-range labels, duplicate
+ids) is scored as an all-background prediction on the reference grid, the way a missing prediction is
+scored, and comes back marked with its reason. Only a reference that cannot be used leaves a case
+unscored (status ``"error"``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from segkit.conventions import MAX_LABEL
 from segkit.errors import DataError
 from segkit.evaluation.matching import CasePair
+from segkit.evaluation.settings import penalty_of, regions_of, voxel_keys_of
 from segkit.io import Volume, as_labels, grid_mismatch, read_labels, read_volume
 from segkit.metrics.lesionwise import PROTOCOLS, CaseLesionScores, auto_penalty, score_case
-from segkit.metrics.voxel import LabelOrRegion, voxel_metrics
+from segkit.metrics.voxel import voxel_metrics
 
-Status = Literal["ok", "missing_prediction", "error"]
+if TYPE_CHECKING:
+    from segkit.config.models import EvalConfig
 
-
-@dataclass(frozen=True)
-class CaseOptions:
-    """What to compute for every case (picklable, sent to worker processes).
-
-    Attributes:
-        protocol: Lesion-wise protocol name.
-        regions: Lesion-wise regions to report, in order.
-        voxel_keys: Labels and regions (label tuples) for the voxel metrics.
-        penalty: HD95 penalty in mm, or None for the grid-dependent automatic value.
-        affine_tolerance: Largest allowed difference between the reference and prediction affines.
-    """
-
-    protocol: str
-    regions: tuple[str, ...]
-    voxel_keys: tuple[LabelOrRegion, ...]
-    penalty: float | None = None
-    affine_tolerance: float = 1e-4
+Status = Literal["ok", "missing_prediction", "unusable_prediction", "error"]
 
 
 @dataclass
@@ -49,8 +37,9 @@ class CaseResult:
         case_id: The case id.
         gt_file: Reference label file.
         pred_file: Prediction file, None when missing.
-        status: ``ok``, ``missing_prediction`` (scored as an empty prediction) or ``error`` (not scored).
-        reason: One line saying what is wrong, for ``error``.
+        status: ``ok``; ``missing_prediction`` or ``unusable_prediction`` (both scored as an empty
+            prediction); ``error`` (the reference cannot be used: not scored).
+        reason: One line saying what is wrong, for ``unusable_prediction`` and ``error``.
         shape: Voxels along X, Y, Z.
         spacing: Voxel size (mm) used for distances and volumes (the prediction's, as in the reference).
         penalty: HD95 penalty used (mm).
@@ -75,7 +64,7 @@ class CaseResult:
 
     @property
     def scored(self) -> bool:
-        """Whether the case has scores (``ok`` or ``missing_prediction``)."""
+        """Whether the case has scores (every status but ``error``)."""
         return self.status != "error"
 
 
@@ -85,45 +74,61 @@ def prediction_spacing(volume: Volume) -> tuple[float, float, float]:
     return (sx, sy, sz)
 
 
-def _load(pair: CasePair, tolerance: float) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    gt_volume = read_labels(pair.gt, role="reference")
-    if pair.pred is None:
-        return gt_volume.data, np.zeros_like(gt_volume.data), prediction_spacing(gt_volume)
+def _load_prediction(pair: CasePair, reference: Volume, tolerance: float) -> Volume:
+    """The prediction as a label map on the reference grid.
+
+    Raises:
+        DataError: The prediction cannot be used (the message says why and names the file).
+    """
+    if pair.pred_problem is not None:
+        raise DataError(pair.pred_problem)
+    assert pair.pred is not None
     pred_volume = read_volume(pair.pred)
-    mismatch = grid_mismatch(pred_volume, gt_volume, tolerance)
+    mismatch = grid_mismatch(pred_volume, reference, tolerance)
     if mismatch is not None:
         msg = f"prediction {pair.pred}: grid differs from the reference's ({mismatch})"
         raise DataError(msg)
-    pred_volume = as_labels(pred_volume, role="prediction")
-    return gt_volume.data, pred_volume.data, prediction_spacing(pred_volume)
+    return as_labels(pred_volume, role="prediction")
 
 
-def evaluate_case(pair: CasePair, options: CaseOptions) -> CaseResult:
+def evaluate_case(pair: CasePair, settings: EvalConfig) -> CaseResult:
     """Load, check and score one case (module-level so that a process pool can run it).
 
-    A missing prediction is scored as an all-background prediction on the reference grid.
+    A missing or unusable prediction is scored as an all-background prediction on the reference grid.
     """
     start = time.perf_counter()
     result = CaseResult(pair.case_id, str(pair.gt), None if pair.pred is None else str(pair.pred), "ok")
     try:
-        gt, pred, spacing = _load(pair, options.affine_tolerance)
+        reference = read_labels(pair.gt, role="reference")
     except DataError as err:
         result.status, result.reason = "error", str(err)
         result.seconds = {"total": time.perf_counter() - start}
         return result
-    loaded = time.perf_counter()
-    if pair.pred is None:
+    gt = reference.data
+    if pair.pred is None and pair.pred_problem is None:
         result.status = "missing_prediction"
+        pred, spacing = np.zeros_like(gt), prediction_spacing(reference)
+    else:
+        try:
+            pred_volume = _load_prediction(pair, reference, settings.affine_tolerance)
+            pred, spacing = pred_volume.data, prediction_spacing(pred_volume)
+        except DataError as err:
+            # Scored exactly like a missing prediction: a broken file must not score better than no file.
+            result.status, result.reason = "unusable_prediction", str(err)
+            pred, spacing = np.zeros_like(gt), prediction_spacing(reference)
+    loaded = time.perf_counter()
     result.shape = (int(gt.shape[0]), int(gt.shape[1]), int(gt.shape[2]))
     result.spacing = spacing
-    if options.penalty is None:
+    penalty = penalty_of(settings)
+    if penalty is None:
         result.penalty, result.penalty_rule = auto_penalty(gt.shape, spacing)
     else:
-        result.penalty, result.penalty_rule = float(options.penalty), "explicit"
-    protocol = PROTOCOLS[options.protocol]
-    result.lesion = score_case(gt, pred, spacing, penalty=result.penalty, protocol=protocol, regions=options.regions)
+        result.penalty, result.penalty_rule = penalty, "explicit"
+    protocol = PROTOCOLS[settings.protocol]
+    regions = regions_of(settings)
+    result.lesion = score_case(gt, pred, spacing, penalty=result.penalty, protocol=protocol, regions=regions)
     scored = time.perf_counter()
-    result.voxel = voxel_metrics(gt, pred, options.voxel_keys, n_labels=MAX_LABEL + 1)
+    result.voxel = voxel_metrics(gt, pred, voxel_keys_of(settings), n_labels=MAX_LABEL + 1)
     end = time.perf_counter()
     result.seconds = {"load": loaded - start, "lesion": scored - loaded, "voxel": end - scored, "total": end - start}
     return result

@@ -22,7 +22,7 @@ def render_png(evaluation: Evaluation) -> bytes:
     """
     from segkit.viz.export import headless_figure
 
-    regions = list(evaluation.settings.regions())
+    regions = list(evaluation.regions)
     scored = [c for c in evaluation.scored if c.lesion is not None]
     figure = headless_figure((max(6.0, 1.4 * len(regions) + 2.0), 6.5), dpi=110, layout="constrained")
     axes = figure.subplots(2, 1, sharex=True)

@@ -36,11 +36,19 @@ def case_id_of(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class CasePair:
-    """One reference case and its prediction (None when missing)."""
+    """One reference case and its prediction.
+
+    Attributes:
+        case_id: The case id.
+        gt: Reference label file.
+        pred: Prediction file; None when missing or unusable by name (see `pred_problem`).
+        pred_problem: Why the prediction cannot be used although files exist (duplicate ids), else None.
+    """
 
     case_id: str
     gt: Path
     pred: Path | None
+    pred_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,9 @@ class Matching:
     Attributes:
         pairs: One entry per reference case, sorted by case id (missing predictions have ``pred=None``).
         extra: Prediction files whose case has no reference, sorted.
-        problems: Case id -> one-line reason, for cases that cannot be scored from names alone
-            (duplicate ids on either side). These cases are not in `pairs`.
+        problems: Case id -> one-line reason, for reference cases that cannot be scored from names alone
+            (duplicate ids in the reference). These cases are not in `pairs`; duplicate prediction ids are
+            pairs with a `CasePair.pred_problem` (scored like a missing prediction).
         notes: Warnings about the inputs that do not prevent scoring (e.g. case folders without ``-seg``).
     """
 
@@ -62,8 +71,8 @@ class Matching:
 
     @property
     def missing(self) -> tuple[str, ...]:
-        """Case ids with a reference but no prediction."""
-        return tuple(p.case_id for p in self.pairs if p.pred is None)
+        """Case ids with a reference but no prediction file."""
+        return tuple(p.case_id for p in self.pairs if p.pred is None and p.pred_problem is None)
 
 
 def _nifti_files(folder: Path) -> list[Path]:
@@ -146,7 +155,8 @@ def match_cases(gt: Path, pred: Path) -> Matching:
         if len(refs) > 1:
             problems[case_id] = f"duplicate case id in the reference: {', '.join(str(p) for p in refs)}"
         elif len(preds) > 1:
-            problems[case_id] = f"duplicate case id in the predictions: {', '.join(p.name for p in preds)}"
+            reason = f"duplicate case id in the predictions: {', '.join(p.name for p in preds)}"
+            pairs.append(CasePair(case_id, refs[0], None, reason))
         else:
             pairs.append(CasePair(case_id, refs[0], preds[0] if preds else None))
     extra = tuple(sorted(p for case_id, paths in predictions.items() if case_id not in references for p in paths))

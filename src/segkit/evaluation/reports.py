@@ -9,13 +9,18 @@
 * ``lesion_metrics.png``: per-region lesion-wise Dice and HD95 across cases.
 
 Every file is rendered in memory first and only then written (each through a temporary file renamed
-into place), so a failure while building the reports leaves the previous reports untouched.
+into place), so a failure while building the reports leaves the previous reports untouched. Reports of
+an earlier run in the same folder are replaced only with ``overwrite``, and then as a whole set: the old
+manifest goes first, reports of the old set that the new run does not write are deleted (an old figure
+after ``--no-figure``), and the new manifest is written last, so a manifest always describes the files
+beside it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.conventions import REGIONS
-from segkit.errors import ConfigError, OutputError
+from segkit.errors import ConfigError, DataError, OutputError
 from segkit.evaluation.run import Evaluation
 from segkit.io import atomic_path, json_text, refuse_inside, write_text
 from segkit.metrics.lesionwise import OFFICIAL_KEYS, summary_statistics
@@ -38,10 +43,15 @@ DEFAULT_NAMES = {
 }
 
 
+NAME_MAX = 255
+"""Longest file or folder name, in bytes, on the file systems segkit writes to."""
+
+
 @dataclass(frozen=True)
 class ReportPaths:
-    """Where each report goes (the figure is None when disabled)."""
+    """Where each report goes (the figure is None when disabled); `folder` is the ``--output-dir``."""
 
+    folder: Path
     lesion: Path
     nnunet: Path
     combined: Path
@@ -61,6 +71,7 @@ class ReportPaths:
         """Default file names in `folder`, with optional overrides for the three JSON files."""
         folder = Path(folder)
         return cls(
+            folder=folder,
             lesion=Path(lesion) if lesion else folder / DEFAULT_NAMES["lesion"],
             nnunet=Path(nnunet) if nnunet else folder / DEFAULT_NAMES["nnunet"],
             combined=Path(combined) if combined else folder / DEFAULT_NAMES["combined"],
@@ -78,16 +89,37 @@ class ReportPaths:
             "figure": None if self.figure is None else str(self.figure),
         }
 
-    def check(self, reference: Path) -> None:
-        """Refuse report paths that would clash before any scoring starts.
+    def files(self) -> list[Path]:
+        """Every report file of this set, the manifest last."""
+        paths = [self.lesion, self.nnunet, self.csv, self.figure, self.combined]
+        return [p for p in paths if p is not None]
+
+    def earlier(self) -> list[Path]:
+        """Reports of an earlier run that this set would replace: its own paths and the default names in `folder`."""
+        candidates = [*self.files(), *(self.folder / name for name in DEFAULT_NAMES.values())]
+        found: dict[Path, Path] = {}
+        for path in candidates:
+            if path.is_file() or path.is_symlink():
+                found.setdefault(path.resolve(), path)
+        return list(found.values())
+
+    def check(self, reference: Path, predictions: Path, *, overwrite: bool = False) -> None:
+        """Refuse report paths that would clash, before any scoring starts.
 
         Raises:
-            ConfigError: Two reports share a path.
-            OutputError: A report path is an existing folder or lies inside the reference folder.
+            ConfigError: Two reports share a path, or a name is longer than `NAME_MAX` bytes.
+            OutputError: A report path is an existing folder, lies inside the reference or the prediction
+                folder (symlinks resolved), or reports of an earlier run are there and `overwrite` is off.
         """
-        paths = [p for p in (self.lesion, self.nnunet, self.combined, self.csv, self.figure) if p is not None]
         seen: set[Path] = set()
-        for path in paths:
+        for path in (self.folder, *self.files()):
+            long = next((part for part in Path(path).parts if len(os.fsencode(part)) > NAME_MAX), None)
+            if long is not None:
+                msg = f"{path}: the name {long[:40]}... is longer than {NAME_MAX} bytes"
+                raise ConfigError(msg, hint="choose a shorter output name")
+        for root, what in ((reference, "reference folder"), (predictions, "prediction folder")):
+            refuse_inside(self.folder, [root], what=what, hint="choose an --output-dir outside GT and PRED")
+        for path in self.files():
             resolved = path.resolve()
             if resolved in seen:
                 msg = f"{path}: two reports would be written to the same file"
@@ -96,17 +128,23 @@ class ReportPaths:
             if path.is_dir():
                 msg = f"{path}: is a folder, not a report file"
                 raise OutputError(msg, hint="name a file, e.g. reports/lesion_metrics.json, or use --output-dir")
-            refuse_inside(path, [reference], what="reference folder")
+            for root, what in ((reference, "reference folder"), (predictions, "prediction folder")):
+                refuse_inside(path, [root], what=what, hint="write the reports outside GT and PRED")
+        earlier = self.earlier()
+        if earlier and not overwrite:
+            names = ", ".join(p.name for p in earlier[:3]) + (" ..." if len(earlier) > 3 else "")
+            msg = f"{self.folder}: holds the reports of an earlier segkit eval ({names})"
+            raise OutputError(msg, hint="pass --overwrite to replace them, or choose another --output-dir")
 
 
 def _penalty_setting(evaluation: Evaluation) -> dict[str, Any]:
-    penalty = evaluation.settings.penalty
-    return {"setting": "auto" if penalty is None else penalty, "used": evaluation.penalties()}
+    penalty = evaluation.settings.hd95_penalty
+    return {"setting": penalty if penalty == "auto" else float(penalty), "used": evaluation.penalties()}
 
 
 def lesion_summary(evaluation: Evaluation) -> dict[str, dict[str, dict[str, float]]]:
     """Per region and official key: mean, median, min, max, std (ddof=1) and n over the scored cases."""
-    regions = evaluation.settings.regions()
+    regions = evaluation.regions
     scored = [c.lesion for c in evaluation.scored if c.lesion is not None]
     return {
         region: {key: summary_statistics([float(s.regions[region][key]) for s in scored]) for key in OFFICIAL_KEYS}
@@ -123,9 +161,9 @@ def lesion_report(evaluation: Evaluation) -> dict[str, Any]:
             "reference_file": case.gt_file or None,
             "prediction_file": case.pred_file,
         }
-        if case.lesion is None:
+        if case.reason is not None:
             entry["reason"] = case.reason
-        else:
+        if case.lesion is not None:
             entry["shape"] = list(case.shape or ())
             entry["spacing_mm"] = list(case.spacing or ())
             entry["hd95_penalty"] = case.penalty
@@ -134,11 +172,12 @@ def lesion_report(evaluation: Evaluation) -> dict[str, Any]:
         cases[case.case_id] = entry
     return {
         "protocol": evaluation.settings.protocol,
-        "regions": list(evaluation.settings.regions()),
+        "regions": list(evaluation.regions),
         "hd95_penalty": _penalty_setting(evaluation),
         "summary": lesion_summary(evaluation),
         "cases": cases,
         "missing_predictions": list(evaluation.matching.missing),
+        "unusable_predictions": evaluation.unusable,
         "extra_predictions": [str(p) for p in evaluation.matching.extra],
         "failed": evaluation.failed,
     }
@@ -146,7 +185,7 @@ def lesion_report(evaluation: Evaluation) -> dict[str, Any]:
 
 def voxel_keys(evaluation: Evaluation) -> list[str]:
     """nnU-Net keys of the evaluation, in order (``"1"``, ..., ``"(1, 2, 3)"``, ``"(1, 3)"``)."""
-    return [str(k) for k in evaluation.settings.voxel_keys()]
+    return [str(k) for k in evaluation.voxel_keys]
 
 
 def nnunet_report(evaluation: Evaluation) -> dict[str, Any]:
@@ -168,7 +207,7 @@ def key_name(key: str) -> str:
 
 def csv_text(evaluation: Evaluation) -> str:
     """Contents of ``per_case.csv``: one row per case (failed cases with their reason)."""
-    regions = evaluation.settings.regions()
+    regions = evaluation.regions
     keys = voxel_keys(evaluation)
     header = ["case", "status", "hd95_penalty"]
     header += [f"{region}_{key}" for region in regions for key in OFFICIAL_KEYS]
@@ -197,6 +236,7 @@ def summary(evaluation: Evaluation, paths: ReportPaths | None = None) -> dict[st
             "reference": len(evaluation.cases),
             "scored": len(evaluation.scored),
             "missing_predictions": len(evaluation.matching.missing),
+            "unusable_predictions": len(evaluation.unusable),
             "extra_predictions": len(evaluation.matching.extra),
             "failed": len(evaluation.failed),
         },
@@ -223,14 +263,15 @@ def manifest(evaluation: Evaluation, paths: ReportPaths, version: str) -> dict[s
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": {"reference": str(evaluation.gt), "predictions": str(evaluation.pred)},
         "protocol": evaluation.settings.protocol,
-        "regions": list(evaluation.settings.regions()),
-        "labels": list(evaluation.settings.labels),
+        "regions": list(evaluation.regions),
+        "labels": list(dict.fromkeys(evaluation.settings.labels)),
         "omit_aggregates": evaluation.settings.omit_aggregates,
         "hd95_penalty": _penalty_setting(evaluation),
         "cases": {
             "reference": len(evaluation.cases),
             "scored": len(evaluation.scored),
             "missing_predictions": list(evaluation.matching.missing),
+            "unusable_predictions": evaluation.unusable,
             "extra_predictions": [str(p) for p in evaluation.matching.extra],
             "failed": evaluation.failed,
         },
@@ -264,6 +305,13 @@ def write_reports(evaluation: Evaluation, paths: ReportPaths, *, version: str, p
 
         figure_png = render_png(evaluation)
     texts[paths.combined] = json_text(manifest(evaluation, paths, version), pretty=pretty)
+    # Everything is rendered: now replace the earlier set. Its manifest goes first, so that no manifest
+    # claims a mix of old and new files; then the old reports this run does not write.
+    new = {p.resolve() for p in paths.files()}
+    earlier = paths.earlier()
+    for path in sorted(earlier, key=lambda p: p.resolve() != paths.combined.resolve()):
+        if path.resolve() == paths.combined.resolve() or path.resolve() not in new:
+            _remove(path)
     for path, text in texts.items():
         if path == paths.combined:
             continue
@@ -274,6 +322,14 @@ def write_reports(evaluation: Evaluation, paths: ReportPaths, *, version: str, p
     # The manifest last: its presence says the other files of this run are complete.
     write_text(paths.combined, texts[paths.combined])
     return paths
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as err:
+        msg = f"{path}: cannot replace the earlier report ({err.strerror or err})"
+        raise OutputError(msg) from err
 
 
 @dataclass(frozen=True)
@@ -289,3 +345,18 @@ class EvalResult:
     evaluation: Evaluation
     paths: ReportPaths
     summary: dict[str, Any]
+
+
+class UnscoredReferences(DataError):
+    """Some reference cases could not be scored; the reports were written and list them.
+
+    Attributes:
+        result: The evaluation that was written.
+    """
+
+    def __init__(self, result: EvalResult) -> None:
+        failed = result.evaluation.failed
+        first = next(iter(failed.items()))
+        msg = f"{len(failed)} reference case(s) could not be scored, first {first[0]}: {first[1]}"
+        super().__init__(msg, hint=f"the reports list them: {result.paths.combined}")
+        self.result = result
