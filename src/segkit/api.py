@@ -462,12 +462,12 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
 
     Raises:
         ConfigError: Missing folders in the config, invalid settings.
-        DataError: Unusable inputs (with ``eval.strict``, any unusable file). `UnscoredReferences` (a
+        DataError: Unusable inputs (with ``eval.strict``, any unusable file). `UnscoredReferencesError` (a
             DataError carrying the result) when a reference case could not be scored: the reports are written.
         OutputError: The output folder cannot be written, overlaps GT or PRED, or holds earlier reports
             (without ``eval.overwrite``).
     """
-    from segkit.evaluation.reports import EvalResult, ReportPaths, UnscoredReferences, summary, write_reports
+    from segkit.evaluation.reports import EvalResult, ReportPaths, UnscoredReferencesError, summary, write_reports
     from segkit.evaluation.run import evaluate_folders
     from segkit.io import output_dirs
 
@@ -490,7 +490,7 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
         write_reports(evaluation, paths, version=__version__, pretty=cfg.pretty)
     result = EvalResult(evaluation, paths, summary(evaluation, paths))
     if evaluation.failed:
-        raise UnscoredReferences(result)
+        raise UnscoredReferencesError(result)
     return result
 
 

@@ -109,7 +109,7 @@ def test_run_evaluation_needs_ground_truth(with_fake, prepared: Path, run_cli) -
 
 def test_infer_then_evaluate(with_fake, prepared: Path, run_cli) -> None:
     assert run_cli("train", "--backend", "fake", "--device", "cpu").code == 0
-    result = run_cli(
+    args = (
         "infer",
         "--backend",
         "fake",
@@ -128,11 +128,16 @@ def test_infer_then_evaluate(with_fake, prepared: Path, run_cli) -> None:
         "eval.skip_nnunet=true",
         "--json",
     )
+    result = run_cli(*args)
     assert result.code == 0, result.err
     (row,) = json.loads(result.out)
     assert row["evaluation"]["cases"]["scored"] == 6
-    assert (prepared / "preds" / "evaluation" / "lesion_metrics.json").is_file()
-    assert (prepared / "preds" / "evaluation" / "nnunet_metrics.json").is_file()
+    # Beside the predictions, never inside them; a second run replaces the reports of the first.
+    assert (prepared / "preds-evaluation" / "lesion_metrics.json").is_file()
+    assert (prepared / "preds-evaluation" / "nnunet_metrics.json").is_file()
+    assert not (prepared / "preds" / "evaluation").exists()
+    again = run_cli(*args)
+    assert again.code == 0, again.err
 
 
 def test_run_evaluation_ground_truth_must_exist(with_fake, prepared: Path, run_cli) -> None:

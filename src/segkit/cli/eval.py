@@ -108,13 +108,13 @@ def eval_cmd(
         eval__overwrite=overwrite,
         eval__workers=workers,
     )
-    from segkit.evaluation.reports import UnscoredReferences
+    from segkit.evaluation.reports import UnscoredReferencesError
 
-    unscored: UnscoredReferences | None = None
+    unscored: UnscoredReferencesError | None = None
     with progress_sink(ctx) as sink:
         try:
             result = api.evaluate(cfg, progress=sink)
-        except UnscoredReferences as err:
+        except UnscoredReferencesError as err:
             # The reports are written: show them, then fail with the one-line error.
             result, unscored = err.result, err
     if json_out:

@@ -373,7 +373,7 @@ class EvalConfig(Strict):
     figure: bool = Field(True, description="Also write a PNG figure of lesion-wise Dice and HD95 across cases.")
     pretty: bool = Field(False, description="Indent the JSON reports.")
     strict: bool = Field(
-        False, description="Stop at the first unusable file (bad file, grid, labels, duplicate id) instead of scoring it."
+        False, description="Stop at the first unusable file (bad file, grid, labels, duplicate id); no reports."
     )
     overwrite: bool = Field(False, description="Replace the reports of an earlier segkit eval in the output folder.")
     workers: Workers = 0

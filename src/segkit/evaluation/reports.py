@@ -347,7 +347,7 @@ class EvalResult:
     summary: dict[str, Any]
 
 
-class UnscoredReferences(DataError):
+class UnscoredReferencesError(DataError):
     """Some reference cases could not be scored; the reports were written and list them.
 
     Attributes:

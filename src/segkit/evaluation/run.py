@@ -97,9 +97,7 @@ def _shown(items: list[str]) -> str:
     return ", ".join(items[:5]) + (" ..." if len(items) > 5 else "")
 
 
-def evaluate_folders(
-    gt: Path, pred: Path, settings: EvalConfig, *, progress: ProgressSink | None = None
-) -> Evaluation:
+def evaluate_folders(gt: Path, pred: Path, settings: EvalConfig, *, progress: ProgressSink | None = None) -> Evaluation:
     """Score every reference case in `gt` against its prediction in `pred`.
 
     Args:
