@@ -81,11 +81,10 @@ def _write_cohort(folder: Path, shape: tuple[int, int, int], cases: int, seed: i
 
 def _score_all(pairs: list[Any], penalty: float | None, queue: Any) -> None:
     """Child process: score every pair once (after one warm-up case) and report times and memory."""
-    from segkit.evaluation.cases import CaseOptions, evaluate_case
-    from segkit.evaluation.run import EvalSettings
+    from segkit.config.models import EvalConfig
+    from segkit.evaluation.cases import evaluate_case
 
-    settings = EvalSettings()
-    options = CaseOptions("brats2024", settings.regions(), settings.voxel_keys(), penalty=penalty)
+    options = EvalConfig(hd95_penalty="auto" if penalty is None else penalty)
     evaluate_case(pairs[0], options)  # imports and caches, not timed
     seconds: dict[str, float] = {}
     lesions: dict[str, int] = {}
