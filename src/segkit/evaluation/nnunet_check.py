@@ -4,7 +4,7 @@ nnU-Net's evaluator spawns a process pool (about 7 s even for one case), so it i
 background as soon as the cases are known and collected after segkit's own scoring. It needs reference
 and prediction files with identical names in two folders, and derives the file ending from the first
 reference file; segkit therefore stages links named ``<case>.nii.gz`` in a temporary folder (and an
-empty prediction for every missing one, which segkit scores the same way).
+empty prediction for every missing or unusable one, which segkit scores the same way).
 
 Two ways to run it:
 
