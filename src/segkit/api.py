@@ -81,26 +81,38 @@ def check(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Chec
     roots = _roots_or_defaults(
         cfg.roots, DEFAULT_DATA_ROOTS, hint="pass the roots to check: segkit data check ROOT [ROOT ...]"
     )
+    from segkit.data.layouts import get_layout
+
     return check_roots(
         roots,
         require_labels=cfg.require_labels,
         affine_tolerance=cfg.affine_tolerance,
         workers=cfg.workers,
         progress=progress,
+        layout=get_layout(cfg.layout),
     )
 
 
 def prepare(config: SegkitConfig, *, progress: ProgressSink | None = None) -> ExportResult:
     """Export BraTS case folders to an nnU-Net v2 raw dataset (`segkit data prepare`)."""
+    from segkit.data.layouts import get_layout
     from segkit.data.nnunet_dataset import prepare_dataset
 
     cfg = config.prepare
+    train = _roots_or_defaults(cfg.train_sources, DEFAULT_TRAIN_ROOTS)
+    test = _roots_or_defaults(cfg.test_sources, DEFAULT_TEST_ROOTS)
+    if cfg.test_sources is None:
+        # The default test root is no test root when it is also given for training (--train-sources validation_data).
+        trained = {Path(r).resolve() for r in train}
+        test = [r for r in test if Path(r).resolve() not in trained]
     return prepare_dataset(
         dataset=config.dataset,
         nnunet_raw=config.nnunet.raw,
-        train_sources=_roots_or_defaults(cfg.train_sources, DEFAULT_TRAIN_ROOTS),
-        test_sources=_roots_or_defaults(cfg.test_sources, DEFAULT_TEST_ROOTS),
+        train_sources=train,
+        test_sources=test,
         clean=cfg.clean,
+        force=cfg.force,
+        layout=get_layout(cfg.layout),
         require_test_labels=cfg.require_test_labels,
         verify=cfg.verify,
         workers=cfg.workers,

@@ -17,6 +17,7 @@ import numpy as np
 from segkit._parallel import map_cases
 from segkit.conventions import MODALITIES, SEG_SUFFIX
 from segkit.data.cases import Case, Discovery, discover_cases
+from segkit.data.layouts import BRATS2024, Layout
 from segkit.errors import DataError
 from segkit.io import Volume, grid_mismatch, label_problem, read_volume
 from segkit.progress import ProgressSink
@@ -125,11 +126,7 @@ def check_case(
     Returns:
         A report listing every problem; this function never raises for bad data.
     """
-    issues: list[Issue] = []
-    for modality in case.missing_modalities:
-        issues.append(Issue(f"missing modality {modality}", str(case.expected_file(modality))))
-    if case.seg is None and require_label:
-        issues.append(Issue("missing segmentation", str(case.expected_file(SEG_SUFFIX))))
+    issues = [Issue(problem, str(path)) for path, problem in case.file_problems(require_label=require_label)]
     for path in case.stray:
         issues.append(Issue("stray file (not a BraTS modality or label file)", str(path), "warning"))
 
@@ -145,15 +142,21 @@ def check_case(
         except DataError as err:
             issues.append(Issue(_strip_path(err, path), str(path)))
             continue
+        if volume.form_mismatch:
+            issues.append(Issue(volume.form_mismatch, str(path), "warning"))
         data = volume.data
         if kind == SEG_SUFFIX:
-            problem = label_problem(data)
+            problem = label_problem(data) or _layout_label_problem(data, case.layout)
             if problem:
                 issues.append(Issue(problem, str(path)))
             else:
                 labels = tuple(int(v) for v in np.unique(data))
         else:
             issues.extend(Issue(p, str(path)) for p in _check_intensities(data))
+        if not np.all(np.isfinite(volume.affine)):
+            # Blame this file, and keep it out of the comparisons so that the others are not blamed.
+            issues.append(Issue("the affine (voxel-to-world matrix) holds NaN or infinite values", str(path)))
+            continue
         if reference is None:
             reference, reference_name = volume, kind
             continue
@@ -170,6 +173,16 @@ def check_case(
         labels=labels,
         issues=tuple(issues),
     )
+
+
+def _layout_label_problem(data: np.ndarray, layout: Layout) -> str | None:
+    """Labels that are in 0-4 but not used by `layout` (BraTS 2021 has no label 3)."""
+    values = {int(v) for v in np.unique(data)}
+    foreign = sorted(values - set(layout.raw_labels))
+    if not foreign:
+        return None
+    known = ", ".join(f"{v} {n}" for v, n in layout.raw_labels.items())
+    return f"label(s) {', '.join(map(str, foreign))} are not in the {layout.title} ({known})"
 
 
 def _check_intensities(data: np.ndarray) -> list[str]:
@@ -219,10 +232,11 @@ def check_roots(
     affine_tolerance: float = DEFAULT_AFFINE_TOLERANCE,
     workers: int = 0,
     progress: ProgressSink | None = None,
+    layout: Layout = BRATS2024,
 ) -> CheckReport:
-    """Discover and check the cases under `roots` (see `check_discovery`)."""
+    """Discover and check the cases under `roots`, named as `layout` names them (see `check_discovery`)."""
     return check_discovery(
-        discover_cases(roots),
+        discover_cases(roots, layout=layout),
         require_labels=require_labels,
         affine_tolerance=affine_tolerance,
         workers=workers,
