@@ -355,7 +355,11 @@ def test_brats2021_is_imported_with_its_label_map(tmp_path: Path, run_cli) -> No
     root = tmp_path / "brats21"
     folders = make_brats2021(root)
     before = snapshot(root)
-    assert run_cli("data", "check", root, "--layout", "brats2021", "--workers", "1").code == 0
+    checked = run_cli("data", "check", root, "--layout", "brats2021", "--workers", "1")
+    assert checked.code == 0, checked.out
+    assert "2 cases in" in checked.out
+    assert "(BraTS 2021 layout)" in checked.out
+    assert "0,1,2,4" in checked.out  # the labels as they are in the files
     raw = tmp_path / "raw"
     result = prepare(run_cli, raw, "--train-sources", root, "--layout", "brats2021", "-d", "Dataset521_BraTS2021")
     assert result.code == 0, result.err

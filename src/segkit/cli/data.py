@@ -140,7 +140,10 @@ def _render_check(report: object) -> None:
 
     assert isinstance(report, CheckReport)
     console = stdout()
-    table = Table(title=f"{len(report.cases)} cases in {', '.join(relpath(r) for r in report.roots)}")
+    from segkit.data.layouts import BRATS2024, get_layout
+
+    layout = "" if report.layout == BRATS2024.name else f" ({get_layout(report.layout).title})"
+    table = Table(title=f"{len(report.cases)} cases in {', '.join(relpath(r) for r in report.roots)}{layout}")
     for column in ("case", "shape", "spacing (mm)", "labels", "status"):
         table.add_column(column)
     for case in report.cases:

@@ -71,6 +71,7 @@ class CheckReport:
     roots: tuple[str, ...]
     cases: tuple[CaseReport, ...]
     issues: tuple[Issue, ...] = field(default_factory=tuple)
+    layout: str = BRATS2024.name
 
     @property
     def ok(self) -> bool:
@@ -97,6 +98,7 @@ class CheckReport:
         return {
             "ok": self.ok,
             "roots": list(self.roots),
+            "layout": self.layout,
             "n_cases": len(self.cases),
             "n_errors": self.n_errors(),
             "issues": [asdict(i) for i in self.issues],
@@ -222,7 +224,8 @@ def check_discovery(
             issues.append(Issue(msg, str(root), "warning"))
     check = functools.partial(check_case, require_label=require_labels, affine_tolerance=affine_tolerance)
     reports = map_cases(check, list(discovery.cases), workers=workers, progress=progress, description="checking cases")
-    return CheckReport(tuple(str(r) for r in discovery.roots), tuple(reports), tuple(issues))
+    layout = discovery.cases[0].layout.name if discovery.cases else BRATS2024.name
+    return CheckReport(tuple(str(r) for r in discovery.roots), tuple(reports), tuple(issues), layout)
 
 
 def check_roots(
