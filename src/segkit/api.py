@@ -76,13 +76,12 @@ def synth(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Synt
 def check(config: SegkitConfig, *, progress: ProgressSink | None = None) -> CheckReport:
     """Validate BraTS case folders (`segkit data check`)."""
     from segkit.data.check import check_roots
+    from segkit.data.layouts import get_layout
 
     cfg = config.check
     roots = _roots_or_defaults(
         cfg.roots, DEFAULT_DATA_ROOTS, hint="pass the roots to check: segkit data check ROOT [ROOT ...]"
     )
-    from segkit.data.layouts import get_layout
-
     return check_roots(
         roots,
         require_labels=cfg.require_labels,
