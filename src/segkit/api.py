@@ -76,6 +76,7 @@ def synth(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Synt
 def check(config: SegkitConfig, *, progress: ProgressSink | None = None) -> CheckReport:
     """Validate BraTS case folders (`segkit data check`)."""
     from segkit.data.check import check_roots
+    from segkit.data.layouts import get_layout
 
     cfg = config.check
     roots = _roots_or_defaults(
@@ -87,20 +88,30 @@ def check(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Chec
         affine_tolerance=cfg.affine_tolerance,
         workers=cfg.workers,
         progress=progress,
+        layout=get_layout(cfg.layout),
     )
 
 
 def prepare(config: SegkitConfig, *, progress: ProgressSink | None = None) -> ExportResult:
     """Export BraTS case folders to an nnU-Net v2 raw dataset (`segkit data prepare`)."""
+    from segkit.data.layouts import get_layout
     from segkit.data.nnunet_dataset import prepare_dataset
 
     cfg = config.prepare
+    train = _roots_or_defaults(cfg.train_sources, DEFAULT_TRAIN_ROOTS)
+    test = _roots_or_defaults(cfg.test_sources, DEFAULT_TEST_ROOTS)
+    if cfg.test_sources is None:
+        # The default test root is no test root when it is also given for training (--train-sources validation_data).
+        trained = {Path(r).resolve() for r in train}
+        test = [r for r in test if Path(r).resolve() not in trained]
     return prepare_dataset(
         dataset=config.dataset,
         nnunet_raw=config.nnunet.raw,
-        train_sources=_roots_or_defaults(cfg.train_sources, DEFAULT_TRAIN_ROOTS),
-        test_sources=_roots_or_defaults(cfg.test_sources, DEFAULT_TEST_ROOTS),
+        train_sources=train,
+        test_sources=test,
         clean=cfg.clean,
+        force=cfg.force,
+        layout=get_layout(cfg.layout),
         require_test_labels=cfg.require_test_labels,
         verify=cfg.verify,
         workers=cfg.workers,

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -195,6 +196,97 @@ def link_or_copy(src: Path, dst: Path) -> Literal["link", "copy"]:
     return "link"
 
 
+_STALE_EMPTY_CLAIM_S: Final = 60.0
+"""An empty claim file older than this is from a run killed between creating and filling it."""
+
+
+@contextlib.contextmanager
+def exclusive_claim(path: Path, *, what: str, hint: str) -> Iterator[None]:
+    """Hold `path` as a claim file for the block: created with ``O_EXCL``, so one process at a time wins.
+
+    The file records the holder (host, process id, a random token); it is removed when the block ends,
+    however it ends. A claim left behind by a process that no longer runs on this host (killed, power
+    loss) is taken over; a live holder, or one on another host, makes this raise at once.
+
+    Args:
+        path: The claim file (its folder must exist).
+        what: What is claimed, for the message (``"dataset number 501"``).
+        hint: The hint of the error.
+
+    Raises:
+        OutputError: Another live process holds the claim, or the file cannot be created.
+    """
+    import socket
+
+    host = socket.gethostname()
+    record: dict[str, Any] = {"host": host, "pid": os.getpid(), "token": uuid.uuid4().hex}
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _read_claim(path)
+            if _claim_is_stale(path, holder, host):
+                _break_claim(path, holder)
+                continue
+            who = f" (process {holder['pid']} on {holder['host']})" if holder else ""
+            msg = f"{path.parent}: {what} is being claimed by another segkit run{who}"
+            raise OutputError(msg, hint=f"{hint} (a claim left by a crashed run elsewhere: remove {path})") from None
+        except OSError as err:
+            msg = f"{path.parent}: cannot write here ({err.strerror or err})"
+            raise OutputError(msg) from err
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(record, fh)
+        break
+    else:  # pragma: no cover - only when stale claims keep reappearing
+        msg = f"{path}: could not claim {what}"
+        raise OutputError(msg, hint=hint)
+    try:
+        yield
+    finally:
+        if _read_claim(path) == record:  # never remove a claim that someone else took over
+            path.unlink(missing_ok=True)
+
+
+def _read_claim(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and isinstance(data.get("pid"), int) and isinstance(data.get("host"), str)
+    return data if ok else None
+
+
+def _claim_is_stale(path: Path, holder: dict[str, Any] | None, host: str) -> bool:
+    if holder is None:  # being written right now, or left empty by a crash
+        try:
+            return time.time() - path.stat().st_mtime > _STALE_EMPTY_CLAIM_S
+        except FileNotFoundError:
+            return True
+    if holder["host"] != host:
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
+
+
+def _break_claim(path: Path, holder: dict[str, Any] | None) -> None:
+    """Remove a stale claim without ever removing a fresh one that another process just created."""
+    aside = path.with_name(f"{path.name}.stale-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # another process broke it first
+    if _read_claim(aside) != holder:
+        # Between our read and the rename someone replaced the claim: put theirs back (link: never clobbers).
+        with contextlib.suppress(OSError):
+            os.link(aside, path)
+    aside.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class Header:
     """Geometry of a NIfTI file, read without loading its voxels."""
@@ -213,6 +305,8 @@ class Volume:
     path: Path
     data: np.ndarray
     affine: Affine
+    form_mismatch: str | None = None
+    """How the header's qform and sform disagree, when both are set and differ (see `form_mismatch`)."""
 
     @property
     def shape(self) -> Shape3:
@@ -231,7 +325,12 @@ def _load_image(path: Path) -> Any:
     import nibabel as nib
 
     if not path.is_file():
-        msg = f"{path}: file not found"
+        if path.is_symlink() and not path.exists():
+            msg = f"{path}: is a dangling link (to {path.readlink()})"
+        elif path.is_dir():
+            msg = f"{path}: is a folder, not a NIfTI file"
+        else:
+            msg = f"{path}: file not found"
         raise DataError(msg)
     try:
         return nib.load(str(path))
@@ -275,19 +374,44 @@ def read_volume(path: Path, *, dtype: Any = None) -> Volume:
     """
     path = Path(path)
     img = _load_image(path)
+    # The header's shape, not the array's: nibabel returns shape (0,) for a (32, 32, 0) image.
+    shape = tuple(int(n) for n in img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        msg = f"{path}: expected a 3-D volume, found shape {shape}"
+        raise DataError(msg)
+    if 0 in shape:
+        msg = f"{path}: the image has no voxels (shape {shape})"
+        raise DataError(msg)
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as err:
         msg = f"{path}: cannot read voxels, the file is truncated or corrupt ({_reason(err)})"
         raise DataError(msg) from err
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        msg = f"{path}: expected a 3-D volume, found shape {tuple(data.shape)}"
-        raise DataError(msg)
+    data = data.reshape(shape)
     if dtype is not None:
         data = data.astype(dtype, copy=False)
-    return Volume(path, data, np.asarray(img.affine, dtype=np.float64))
+    return Volume(path, data, np.asarray(img.affine, dtype=np.float64), form_mismatch(img))
+
+
+def form_mismatch(img: Any, tol: float = AFFINE_TOLERANCE) -> str | None:
+    """How a NIfTI image's qform and sform disagree, or None when they agree or only one is set.
+
+    nibabel (and segkit) use the sform, while some viewers and ITK-based tools prefer the qform, so two
+    forms that disagree mean the same file is placed differently by different tools.
+    """
+    qform, qcode = img.get_qform(coded=True)
+    sform, scode = img.get_sform(coded=True)
+    if not qcode or not scode or qform is None or sform is None:
+        return None
+    if not (np.all(np.isfinite(qform)) and np.all(np.isfinite(sform))):
+        return None  # a non-finite affine is its own, worse problem; callers report that
+    deviation = float(np.abs(np.asarray(qform) - np.asarray(sform)).max())
+    if deviation <= tol:
+        return None
+    what = _affine_difference(np.asarray(qform, np.float64), np.asarray(sform, np.float64), tol)
+    return f"qform and sform disagree: {what} (largest difference {deviation:.3g} > tolerance {tol:g})"
 
 
 class Grid(Protocol):

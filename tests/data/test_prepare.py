@@ -163,7 +163,7 @@ def test_output_not_writable(cohort: Path, tmp_path: Path, run_cli) -> None:
     blocker.write_text("not a folder")
     result = prepare(run_cli, blocker / "raw", "--train-sources", cohort)
     assert result.code == 1
-    assert "cannot write here" in result.err
+    assert "output folder is not writable" in result.err
     assert str(blocker) in result.err
 
 

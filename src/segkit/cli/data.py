@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from segkit.backends.nnunet.options import NnUNetOptions
@@ -19,6 +20,7 @@ from segkit.cli._common import (
     progress_sink,
     relpath,
     resolve,
+    stderr,
     stdout,
 )
 from segkit.config.models import (
@@ -41,6 +43,9 @@ app = typer.Typer(
 )
 
 WorkersOpt = Annotated[int | None, typer.Option("--workers", "-j", help=_d(CheckConfig, "workers"))]
+LayoutOpt = Annotated[
+    str | None, typer.Option("--layout", help=_d(CheckConfig, "layout"), metavar="brats2024|brats2021")
+]
 DatasetOpt = Annotated[
     str | None, typer.Option("--dataset-id", "-d", help=_d(SegkitConfig, "dataset"), metavar="DatasetNNN_Name")
 ]
@@ -100,6 +105,7 @@ def check(
     require_labels: Annotated[
         bool | None, typer.Option("--require-labels", help=_d(CheckConfig, "require_labels"))
     ] = None,
+    layout: LayoutOpt = None,
     workers: WorkersOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -112,7 +118,12 @@ def check(
     from segkit import api
 
     cfg = resolve(
-        config, sets, check__roots=roots or None, check__require_labels=require_labels, check__workers=workers
+        config,
+        sets,
+        check__roots=roots or None,
+        check__require_labels=require_labels,
+        check__layout=layout,
+        check__workers=workers,
     )
     with progress_sink(ctx) as sink:
         report = api.check(cfg, progress=sink)
@@ -129,7 +140,10 @@ def _render_check(report: object) -> None:
 
     assert isinstance(report, CheckReport)
     console = stdout()
-    table = Table(title=f"{len(report.cases)} cases in {', '.join(relpath(r) for r in report.roots)}")
+    from segkit.data.layouts import BRATS2024, get_layout
+
+    layout = "" if report.layout == BRATS2024.name else f" ({get_layout(report.layout).title})"
+    table = Table(title=f"{len(report.cases)} cases in {', '.join(relpath(r) for r in report.roots)}{layout}")
     for column in ("case", "shape", "spacing (mm)", "labels", "status"):
         table.add_column(column)
     for case in report.cases:
@@ -171,6 +185,8 @@ def prepare(
         Path | None, typer.Option("--nnunet-raw", help="nnUNet_raw folder (default: outputs/nnunet/nnUNet_raw).")
     ] = None,
     clean: Annotated[bool | None, typer.Option("--clean", help=_d(PrepareConfig, "clean"))] = None,
+    force: Annotated[bool | None, typer.Option("--force", help=_d(PrepareConfig, "force"))] = None,
+    layout: LayoutOpt = None,
     require_test_labels: Annotated[
         bool | None, typer.Option("--require-test-labels", help=_d(PrepareConfig, "require_test_labels"))
     ] = None,
@@ -196,6 +212,8 @@ def prepare(
         prepare__train_sources=train_sources,
         prepare__test_sources=test_sources,
         prepare__clean=clean,
+        prepare__force=force,
+        prepare__layout=layout,
         prepare__require_test_labels=require_test_labels,
         prepare__verify=verify,
         prepare__regions=regions,
@@ -211,7 +229,10 @@ def prepare(
     console.print(f"{verb} {relpath(result.dataset_dir)}")
     console.print(f"  training cases: {len(result.training_cases)}")
     console.print(f"  test cases:     {len(result.test_cases)} ({len(result.labelled_test_cases)} with labels)")
-    console.print(f"  files:          {result.links} hard links, {result.copies} copies")
+    converted = f", {result.converted} written anew (.nii compressed, labels renumbered)" if result.converted else ""
+    console.print(f"  files:          {result.links} hard links, {result.copies} copies{converted}")
+    for warning in result.warnings:
+        stderr().print(f"[yellow]warning[/]: {escape(warning)}")
     console.print("next: segkit data splits, then segkit data plan")
 
 

@@ -44,6 +44,14 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 DatasetName = Annotated[str, AfterValidator(_check_dataset_name)]
 Triple = tuple[float, float, float]
 Workers = Annotated[int, Field(ge=0, description="Processes for per-case work; 0 picks one per core (at most 8).")]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+"""numpy's seed range (``RandomState`` and ``SeedSequence`` take 0 to 2**32 - 1)."""
+PositiveTriple = tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+LayoutOption = Literal["brats2024", "brats2021"]
+_LAYOUT_HELP = (
+    "Case file layout: brats2024 (<case>-{t1c,t1n,t2f,t2w,seg}, labels 1-4) or brats2021 "
+    "(<case>_{t1ce,t1,flair,t2,seg}, labels 1 NCR, 2 ED, 4 ET)."
+)
 
 
 class Strict(BaseModel):
@@ -74,8 +82,8 @@ class SynthConfig(Strict):
     shape: tuple[int, int, int] = Field(
         (128, 128, 128), description="Voxels along X Y Z (BraTS 2024 grid: 182 218 182)."
     )
-    spacing: Triple = Field((1.0, 1.0, 1.0), description="Voxel size in mm along X Y Z.")
-    seed: int = Field(0, description="Cohort seed; a case depends only on the seed and its number.")
+    spacing: PositiveTriple = Field((1.0, 1.0, 1.0), description="Voxel size in mm along X Y Z (each > 0).")
+    seed: Seed = Field(0, description="Cohort seed (0 to 2^32-1); a case depends only on the seed and its number.")
     unlabelled: int = Field(0, ge=0, description="How many of the cases (the last ones) have no -seg file.")
     start: int = Field(0, ge=0, le=99999, description="Number of the first case, for disjoint cohorts.")
     overwrite: bool = Field(False, description="Replace the output folder if it holds an earlier synthetic cohort.")
@@ -89,6 +97,7 @@ class CheckConfig(Strict):
         description="Data roots (default: training_data, training_data_additional, validation_data, those that exist).",
     )
     require_labels: bool = Field(False, description="A case without -seg is an error.")
+    layout: LayoutOption = Field("brats2024", description=_LAYOUT_HELP)
     affine_tolerance: float = Field(1e-4, gt=0, description="Largest allowed difference between a case's affines.")
     workers: Workers = 0
 
@@ -103,8 +112,14 @@ class PrepareConfig(Strict):
         None, description="Test case roots for imagesTs (default: validation_data if it exists)."
     )
     clean: bool = Field(
-        False, description="Rebuild the dataset folder even if it holds cases no longer in the sources."
+        False,
+        description="Rebuild the dataset folder even if it holds cases no longer in the sources "
+        "(only a folder segkit built; see --force).",
     )
+    force: bool = Field(
+        False, description="Also replace a dataset folder that segkit did not build (its files are deleted)."
+    )
+    layout: LayoutOption = Field("brats2024", description=_LAYOUT_HELP)
     require_test_labels: bool = Field(False, description="Every test case must have -seg; all go to labelsTs.")
     verify: bool = Field(True, description="Read and check every file before exporting.")
     regions: bool = Field(
@@ -117,7 +132,7 @@ class SplitsConfig(Strict):
     """`segkit data splits`: write nnU-Net's cross-validation folds."""
 
     folds: int = Field(5, ge=2, description="Number of folds (nnU-Net: 5).")
-    seed: int = Field(12345, description="Shuffle seed (nnU-Net: 12345).")
+    seed: Seed = Field(12345, description="Shuffle seed, 0 to 2^32-1 (nnU-Net: 12345).")
     output: ConfigPath | None = Field(
         None, description="Where to write (default: <nnunet.preprocessed>/<dataset>/splits_final.json)."
     )

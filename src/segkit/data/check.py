@@ -17,6 +17,7 @@ import numpy as np
 from segkit._parallel import map_cases
 from segkit.conventions import MODALITIES, SEG_SUFFIX
 from segkit.data.cases import Case, Discovery, discover_cases
+from segkit.data.layouts import BRATS2024, Layout
 from segkit.errors import DataError
 from segkit.io import Volume, grid_mismatch, label_problem, read_volume
 from segkit.progress import ProgressSink
@@ -70,6 +71,7 @@ class CheckReport:
     roots: tuple[str, ...]
     cases: tuple[CaseReport, ...]
     issues: tuple[Issue, ...] = field(default_factory=tuple)
+    layout: str = BRATS2024.name
 
     @property
     def ok(self) -> bool:
@@ -96,6 +98,7 @@ class CheckReport:
         return {
             "ok": self.ok,
             "roots": list(self.roots),
+            "layout": self.layout,
             "n_cases": len(self.cases),
             "n_errors": self.n_errors(),
             "issues": [asdict(i) for i in self.issues],
@@ -125,11 +128,7 @@ def check_case(
     Returns:
         A report listing every problem; this function never raises for bad data.
     """
-    issues: list[Issue] = []
-    for modality in case.missing_modalities:
-        issues.append(Issue(f"missing modality {modality}", str(case.expected_file(modality))))
-    if case.seg is None and require_label:
-        issues.append(Issue("missing segmentation", str(case.expected_file(SEG_SUFFIX))))
+    issues = [Issue(problem, str(path)) for path, problem in case.file_problems(require_label=require_label)]
     for path in case.stray:
         issues.append(Issue("stray file (not a BraTS modality or label file)", str(path), "warning"))
 
@@ -145,15 +144,21 @@ def check_case(
         except DataError as err:
             issues.append(Issue(_strip_path(err, path), str(path)))
             continue
+        if volume.form_mismatch:
+            issues.append(Issue(volume.form_mismatch, str(path), "warning"))
         data = volume.data
         if kind == SEG_SUFFIX:
-            problem = label_problem(data)
+            problem = label_problem(data) or _layout_label_problem(data, case.layout)
             if problem:
                 issues.append(Issue(problem, str(path)))
             else:
                 labels = tuple(int(v) for v in np.unique(data))
         else:
             issues.extend(Issue(p, str(path)) for p in _check_intensities(data))
+        if not np.all(np.isfinite(volume.affine)):
+            # Blame this file, and keep it out of the comparisons so that the others are not blamed.
+            issues.append(Issue("the affine (voxel-to-world matrix) holds NaN or infinite values", str(path)))
+            continue
         if reference is None:
             reference, reference_name = volume, kind
             continue
@@ -170,6 +175,16 @@ def check_case(
         labels=labels,
         issues=tuple(issues),
     )
+
+
+def _layout_label_problem(data: np.ndarray, layout: Layout) -> str | None:
+    """Labels that are in 0-4 but not used by `layout` (BraTS 2021 has no label 3)."""
+    values = {int(v) for v in np.unique(data)}
+    foreign = sorted(values - set(layout.raw_labels))
+    if not foreign:
+        return None
+    known = ", ".join(f"{v} {n}" for v, n in layout.raw_labels.items())
+    return f"label(s) {', '.join(map(str, foreign))} are not in the {layout.title} ({known})"
 
 
 def _check_intensities(data: np.ndarray) -> list[str]:
@@ -209,7 +224,8 @@ def check_discovery(
             issues.append(Issue(msg, str(root), "warning"))
     check = functools.partial(check_case, require_label=require_labels, affine_tolerance=affine_tolerance)
     reports = map_cases(check, list(discovery.cases), workers=workers, progress=progress, description="checking cases")
-    return CheckReport(tuple(str(r) for r in discovery.roots), tuple(reports), tuple(issues))
+    layout = discovery.cases[0].layout.name if discovery.cases else BRATS2024.name
+    return CheckReport(tuple(str(r) for r in discovery.roots), tuple(reports), tuple(issues), layout)
 
 
 def check_roots(
@@ -219,10 +235,11 @@ def check_roots(
     affine_tolerance: float = DEFAULT_AFFINE_TOLERANCE,
     workers: int = 0,
     progress: ProgressSink | None = None,
+    layout: Layout = BRATS2024,
 ) -> CheckReport:
-    """Discover and check the cases under `roots` (see `check_discovery`)."""
+    """Discover and check the cases under `roots`, named as `layout` names them (see `check_discovery`)."""
     return check_discovery(
-        discover_cases(roots),
+        discover_cases(roots, layout=layout),
         require_labels=require_labels,
         affine_tolerance=affine_tolerance,
         workers=workers,

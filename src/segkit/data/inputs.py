@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from segkit.backends.base import CaseImages
-from segkit.conventions import MODALITIES, NIFTI_EXT, NNUNET_CHANNEL_ORDER, modality_file
+from segkit.conventions import MODALITIES, NIFTI_EXT, NNUNET_CHANNEL_ORDER
 from segkit.data.cases import Case, discover_cases, scan_case_folder
+from segkit.data.layouts import BRATS2024, CASE_FILE_SUFFIXES
 from segkit.errors import DataError
 from segkit.io import grid_mismatch, read_header, read_json
 
@@ -73,13 +74,16 @@ def channel_modalities(channel_names: Mapping[str, str] | None) -> list[str]:
 
 
 def _is_case_folder(path: Path) -> bool:
-    return any((path / modality_file(path.name, m)).exists() for m in MODALITIES)
+    return any(
+        (path / BRATS2024.file_name(path.name, m, suffix)).exists() for m in MODALITIES for suffix in CASE_FILE_SUFFIXES
+    )
 
 
 def _from_case(case: Case) -> CaseImages:
-    if case.missing_modalities:
-        m = case.missing_modalities[0]
-        msg = f"{case.case_id}: {case.expected_file(m)}: missing modality {m}"
+    problems = case.file_problems()
+    if problems:
+        path, problem = problems[0]
+        msg = f"{case.case_id}: {path}: {problem}"
         raise DataError(msg)
     return CaseImages(case.case_id, dict(case.images))
 

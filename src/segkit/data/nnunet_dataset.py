@@ -9,35 +9,55 @@ Layout written (nnU-Net v2 "raw" format)::
         imagesTs/...                                   # test cases, when any
         labelsTs/<case>.nii.gz                         # labelled test cases, when any
 
-Files are hard links to the raw data where the filesystem allows it, copies otherwise; nothing under a
-data root is ever written, moved or deleted. The dataset is built in a hidden staging folder and moved
-into place only when complete, so a failure leaves no partial dataset.
+Files are hard links to the raw data where the filesystem allows it, copies otherwise; a ``.nii`` source
+is compressed into a new ``.nii.gz`` and a BraTS 2021 label map is renumbered into a new file (nnU-Net
+needs one file ending and consecutive labels). Nothing under a data root is ever written, moved or
+deleted. The dataset is built in a hidden staging folder and moved into place only when complete, so a
+failure leaves no partial dataset; a claim file per dataset number (``.segkit-DatasetNNN.claim``) makes
+concurrent runs on one number fail fast instead of building two datasets nnU-Net cannot tell apart.
+A marker file (``.segkit_dataset.json``) records that segkit built the folder, so that only such a folder
+is ever replaced without ``--force``.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segkit.conventions import (
-    LABELS,
     NIFTI_EXT,
     NNUNET_CHANNEL_ORDER,
-    SEG_SUFFIX,
     nnunet_image_file,
 )
 from segkit.data.cases import Case, discover_cases
 from segkit.data.check import DEFAULT_AFFINE_TOLERANCE, check_case
+from segkit.data.layouts import BRATS2024, Layout
 from segkit.errors import ConfigError, DataError, OutputError
-from segkit.io import link_or_copy, read_json, refuse_inside, staged_dir, write_json
+from segkit.io import (
+    exclusive_claim,
+    link_or_copy,
+    output_dirs,
+    read_json,
+    read_volume,
+    refuse_inside,
+    staged_dir,
+    write_json,
+    write_volume,
+)
 from segkit.progress import NullProgress, ProgressSink
 
 DATASET_NAME_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
 LABEL_CONVENTION = "brats2024-post-treatment"
+MARKER = ".segkit_dataset.json"
+"""Written into every dataset folder segkit builds; only such a folder is replaced without --force."""
 
 REGION_LABELS = {
     "background": 0,
@@ -48,9 +68,16 @@ REGION_LABELS = {
 }
 """nnU-Net region-based training for BraTS 2024: one sigmoid output per (overlapping) region."""
 
-REGIONS_CLASS_ORDER = [2, 1, 3, 4]
+LABELS_RC = 4
+REGIONS_CLASS_ORDER = [2, 1, 3, LABELS_RC]
 """Label written for each region at inference, later ones overwriting earlier ones: WT -> 2 (SNFH),
 then TC -> 1 (NETC), then ET -> 3, then RC -> 4, which restores the BraTS labels."""
+
+
+def claim_file(nnunet_raw: Path, dataset: str) -> Path:
+    """The file that a running `prepare_dataset` holds for the number of `dataset`."""
+    number, _ = parse_dataset_name(dataset)
+    return Path(nnunet_raw) / f".segkit-Dataset{number:03d}.claim"
 
 
 def parse_dataset_name(name: str) -> tuple[int, str]:
@@ -125,6 +152,8 @@ class PrepareResult:
     copies: int
     replaced: bool
     sources: dict[str, list[str]] = field(default_factory=dict)
+    converted: int = 0
+    warnings: tuple[str, ...] = ()
 
 
 def build_dataset_json(
@@ -136,18 +165,35 @@ def build_dataset_json(
     sources: dict[str, list[str]],
     version: str,
     regions: bool = False,
+    layout: Layout = BRATS2024,
 ) -> dict[str, Any]:
     """The ``dataset.json`` nnU-Net needs, plus a ``segkit`` section other backends read.
 
-    The ``segkit`` section records the channel order, the label convention and the case lists, so the
-    MONAI backend can find the test cases and map channels without guessing.
+    The ``segkit`` section records the channel order, the label convention (and, for a release whose
+    labels were renumbered, the map from its labels to those written) and the case lists, so the MONAI
+    backend can find the test cases and map channels without guessing.
     """
     _, name = parse_dataset_name(dataset)
-    labels: dict[str, Any] = dict(REGION_LABELS) if regions else {name: value for value, name in LABELS.items()}
-    extra: dict[str, Any] = {"regions_class_order": list(REGIONS_CLASS_ORDER)} if regions else {}
+    has_rc = "RC" in layout.labels
+    if regions:
+        labels: dict[str, Any] = {k: v for k, v in REGION_LABELS.items() if has_rc or k != "resection_cavity"}
+        order = [v for v in REGIONS_CLASS_ORDER if has_rc or v != LABELS_RC]
+        extra: dict[str, Any] = {"regions_class_order": order}
+    else:
+        labels, extra = dict(layout.labels), {}
+    convention: dict[str, Any] = {"label_convention": LABEL_CONVENTION}
+    description = "BraTS post-treatment glioma cohort exported by segkit"
+    if layout is not BRATS2024:
+        convention = {
+            "label_convention": layout.name,
+            "source_labels": {str(v): n for v, n in layout.raw_labels.items()},
+            "label_map": {str(src): dst for src, dst in layout.to_segkit.items()},
+        }
+        renumbered = ", ".join(f"{s} -> {d}" for s, d in layout.to_segkit.items() if s != d)
+        description = f"{layout.title} cohort exported by segkit (labels renumbered: {renumbered})"
     return {
         "name": name,
-        "description": "BraTS post-treatment glioma cohort exported by segkit",
+        "description": description,
         "channel_names": {str(i): m for i, m in enumerate(NNUNET_CHANNEL_ORDER)},
         "labels": labels,
         **extra,
@@ -156,7 +202,8 @@ def build_dataset_json(
         "file_ending": NIFTI_EXT,
         "segkit": {
             "version": version,
-            "label_convention": LABEL_CONVENTION,
+            **convention,
+            "layout": layout.name,
             "label_mode": "regions" if regions else "labels",
             "channel_order": list(NNUNET_CHANNEL_ORDER),
             "training_cases": list(training),
@@ -175,20 +222,22 @@ def _validate(
     workers: int,
     progress: ProgressSink,
     role: str,
-) -> None:
-    """Raise `DataError` for the first problem among `cases` (presence always, contents if `verify`)."""
+) -> list[str]:
+    """Raise `DataError` for the first problem among `cases` (presence always, contents if `verify`).
+
+    Returns:
+        The warnings found (``case: file: message``), e.g. qform and sform that disagree.
+    """
     if not verify:
         for case in cases:
-            if case.missing_modalities:
-                m = case.missing_modalities[0]
-                msg = f"{case.case_id}: {case.expected_file(m)}: missing modality {m}"
+            problems = case.file_problems(require_label=require_label)
+            if problems:
+                path, problem = problems[0]
+                if problem == "missing segmentation":
+                    problem += f" ({role} cases need labels)"
+                msg = f"{case.case_id}: {path}: {problem}"
                 raise DataError(msg)
-            if require_label and case.seg is None:
-                msg = (
-                    f"{case.case_id}: {case.expected_file(SEG_SUFFIX)}: missing segmentation ({role} cases need labels)"
-                )
-                raise DataError(msg)
-        return
+        return []
     from segkit._parallel import map_cases
 
     check = functools.partial(check_case, require_label=require_label, affine_tolerance=DEFAULT_AFFINE_TOLERANCE)
@@ -200,6 +249,7 @@ def _validate(
         more = f" (and {n_more} more problem{'s' if n_more != 1 else ''})" if n_more else ""
         msg = f"{first.case_id}: {first.errors[0].describe()}{more}"
         raise DataError(msg, hint="run `segkit data check` on the sources for the full list")
+    return [f"{r.case_id}: {i.describe()}" for r in reports for i in r.issues if i.severity == "warning"]
 
 
 def prepare_dataset(
@@ -215,6 +265,8 @@ def prepare_dataset(
     progress: ProgressSink | None = None,
     version: str = "",
     regions: bool = False,
+    force: bool = False,
+    layout: Layout = BRATS2024,
 ) -> PrepareResult:
     """Export BraTS case folders to ``<nnunet_raw>/<dataset>`` in nnU-Net v2 raw layout.
 
@@ -223,34 +275,43 @@ def prepare_dataset(
         nnunet_raw: The nnU-Net raw root (the dataset folder is created inside it).
         train_sources: Roots of labelled training cases (four modalities and ``-seg`` each).
         test_sources: Roots of test cases; ``-seg`` optional unless `require_test_labels`.
-        clean: Replace an existing dataset folder even if it holds cases that are no longer in the sources.
+        clean: Replace an existing dataset folder even if it holds cases that are no longer in the sources
+            (only a folder segkit built, see `force`).
         require_test_labels: Every test case must have ``-seg`` (all go to ``labelsTs``).
         verify: Read every file and check it (readable, 3-D, finite, same geometry, labels 0-4).
         workers: Processes for the verification (0: one per core).
         progress: Progress sink.
         version: segkit version recorded in ``dataset.json``.
         regions: Write nnU-Net region labels (WT, TC, ET, RC) for region-based training.
+        force: Also replace a dataset folder that segkit did not build.
+        layout: How the case files are named and their labels numbered (labels are renumbered to
+            consecutive values when the layout says so, into new files).
 
     Raises:
-        ConfigError: Bad dataset id or no training sources.
+        ConfigError: Bad dataset id, no training sources, or a folder given both as training and test source.
         DataError: Missing or bad files, duplicate case ids; nothing is written.
-        OutputError: The dataset folder is not writable, overlaps a data root, or holds stale cases.
+        OutputError: The dataset folder is not writable, overlaps a data root, is a file, holds stale cases,
+            was not built by segkit, or another run is preparing the same dataset number.
     """
     progress = progress or NullProgress()
     parse_dataset_name(dataset)
     if not train_sources:
         msg = "no training sources: none of the default roots exist and none were given"
         raise ConfigError(msg, hint="pass --train-sources DIR [DIR ...]")
-    dest = Path(nnunet_raw) / dataset
+    both = [t for t in test_sources if any(_same_folder(t, r) for r in train_sources)]
+    if both:
+        msg = f"{both[0]}: given both as a training and as a test source"
+        raise ConfigError(msg, hint="a case is either for training or for testing; pass distinct folders")
+    nnunet_raw = Path(nnunet_raw)
+    dest = nnunet_raw / dataset
     all_roots = [*train_sources, *test_sources]
     refuse_inside(dest, all_roots, what="data root", containing=True, hint="choose another --nnunet-raw")
-    clashes = conflicting_datasets(Path(nnunet_raw), dataset)
-    if clashes:
-        msg = f"dataset id {dataset[:10]} is already used by {', '.join(clashes)} in {nnunet_raw}"
-        raise ConfigError(msg, hint="nnU-Net finds datasets by number; choose another --dataset-id")
+    if dest.exists() and not dest.is_dir():
+        msg = f"{dest}: exists and is a file, not a dataset folder"
+        raise OutputError(msg, hint="remove it or choose another --dataset-id")
 
-    train = discover_cases(train_sources)
-    test = discover_cases(test_sources) if test_sources else None
+    train = discover_cases(train_sources, layout=layout)
+    test = discover_cases(test_sources, layout=layout) if test_sources else None
     everything = [*train.cases, *(test.cases if test else ())]
     seen: dict[str, Path] = {}
     for case in everything:
@@ -263,33 +324,85 @@ def prepare_dataset(
         msg = f"no case folders found in the training sources ({roots})"
         raise DataError(msg)
 
-    _validate(train.cases, require_label=True, verify=verify, workers=workers, progress=progress, role="training")
-    if test is not None and test.cases:
-        _validate(
-            test.cases,
-            require_label=require_test_labels,
-            verify=verify,
-            workers=workers,
+    with (
+        output_dirs([nnunet_raw]),
+        exclusive_claim(
+            claim_file(nnunet_raw, dataset),
+            what=f"dataset number {dataset[7:10]}",
+            hint="wait for the other `segkit data prepare` to finish, or choose another --dataset-id",
+        ),
+    ):
+        # Checked while holding the number's claim, so that two runs cannot both pass these checks.
+        clashes = conflicting_datasets(nnunet_raw, dataset)
+        if clashes:
+            msg = f"dataset id {dataset[:10]} is already used by {', '.join(clashes)} in {nnunet_raw}"
+            raise ConfigError(msg, hint="nnU-Net finds datasets by number; choose another --dataset-id")
+        replaced = dest.exists()
+        if replaced and not force:
+            _refuse_foreign(dest)
+            if not clean:
+                _refuse_stale(dest, set(seen))
+        warnings = _validate(
+            train.cases, require_label=True, verify=verify, workers=workers, progress=progress, role="training"
+        )
+        if test is not None and test.cases:
+            warnings += _validate(
+                test.cases,
+                require_label=require_test_labels,
+                verify=verify,
+                workers=workers,
+                progress=progress,
+                role="test",
+            )
+        return _build(
+            dest,
+            dataset,
+            train.cases,
+            list(test.cases) if test is not None else [],
+            train_sources=train_sources,
+            test_sources=test_sources,
+            version=version,
+            regions=regions,
+            layout=layout,
+            replaced=replaced,
+            warnings=warnings,
             progress=progress,
-            role="test",
         )
 
-    new_ids = set(seen)
-    replaced = dest.exists()
-    if replaced and not clean:
-        _refuse_stale(dest, new_ids)
 
-    test_cases = list(test.cases) if test is not None else []
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _build(
+    dest: Path,
+    dataset: str,
+    train_cases: Sequence[Case],
+    test_cases: Sequence[Case],
+    *,
+    train_sources: Sequence[Path],
+    test_sources: Sequence[Path],
+    version: str,
+    regions: bool,
+    layout: Layout,
+    replaced: bool,
+    warnings: list[str],
+    progress: ProgressSink,
+) -> PrepareResult:
+    """Write the dataset into a staging folder and put it in place of `dest`."""
     labelled_test = [c for c in test_cases if c.seg is not None]
-    counts = {"link": 0, "copy": 0}
+    counts = {"link": 0, "copy": 0, "converted": 0}
     sources = {
         "train": [str(Path(r).resolve()) for r in train_sources],
         "test": [str(Path(r).resolve()) for r in test_sources],
     }
     with staged_dir(dest) as stage:
-        progress.start("linking files", total=len(everything))
+        progress.start("linking files", total=len(train_cases) + len(test_cases))
         try:
-            for subset, cases in (("Tr", train.cases), ("Ts", test_cases)):
+            for subset, cases in (("Tr", train_cases), ("Ts", test_cases)):
                 if not cases:
                     continue
                 images = stage / f"images{subset}"
@@ -298,41 +411,90 @@ def prepare_dataset(
                 for case in cases:
                     for channel, modality in enumerate(NNUNET_CHANNEL_ORDER):
                         target = images / nnunet_image_file(case.case_id, channel)
-                        counts[link_or_copy(case.images[modality], target)] += 1
+                        counts[_export_image(case.images[modality], target)] += 1
                     if case.seg is not None:
                         labels.mkdir(exist_ok=True)
-                        counts[link_or_copy(case.seg, labels / f"{case.case_id}{NIFTI_EXT}")] += 1
+                        counts[_export_labels(case.seg, labels / f"{case.case_id}{NIFTI_EXT}", layout)] += 1
                     progress.advance()
         finally:
             progress.finish()
         meta = build_dataset_json(
             dataset,
-            [c.case_id for c in train.cases],
+            [c.case_id for c in train_cases],
             [c.case_id for c in test_cases],
             [c.case_id for c in labelled_test],
             sources=sources,
             version=version,
             regions=regions,
+            layout=layout,
         )
         write_json(stage / "dataset.json", meta)
+        write_json(stage / MARKER, {"generator": "segkit data prepare", "version": version, "dataset": dataset})
     return PrepareResult(
         dataset_dir=dest,
-        training_cases=tuple(c.case_id for c in train.cases),
+        training_cases=tuple(c.case_id for c in train_cases),
         test_cases=tuple(c.case_id for c in test_cases),
         labelled_test_cases=tuple(c.case_id for c in labelled_test),
         links=counts["link"],
         copies=counts["copy"],
         replaced=replaced,
         sources=sources,
+        converted=counts["converted"],
+        warnings=tuple(warnings),
     )
+
+
+def _export_image(src: Path, dst: Path) -> str:
+    """Link (or copy) a ``.nii.gz`` source; compress a ``.nii`` one into a new file (nnU-Net wants one ending)."""
+    if src.name.endswith(NIFTI_EXT):
+        return link_or_copy(src, dst)
+    # gzip of the uncompressed file is exactly a .nii.gz; level 1 as nibabel writes, since speed matters here.
+    with open(src, "rb") as fin, gzip.open(dst, "wb", compresslevel=1) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    return "converted"
+
+
+def _export_labels(src: Path, dst: Path, layout: Layout) -> str:
+    """Export one label map, renumbered into a new file when `layout` renumbers its labels."""
+    if not any(a != b for a, b in layout.to_segkit.items()):
+        return _export_image(src, dst)
+    volume = read_volume(src)
+    lookup = np.zeros(max(layout.raw_labels) + 1, dtype=np.uint8)
+    for source, target in layout.to_segkit.items():
+        lookup[source] = target
+    values = volume.data.astype(np.int64, copy=False)
+    if values.size and (values.min() < 0 or values.max() >= lookup.size):
+        msg = f"{src}: labels outside {sorted(layout.raw_labels)}"
+        raise DataError(msg)
+    write_volume(dst, lookup[values], volume.affine)
+    return "converted"
+
+
+def _is_segkit_dataset(dest: Path) -> bool:
+    """Whether segkit built `dest`: its marker, or (datasets from before the marker) segkit's dataset.json section."""
+    if (dest / MARKER).is_file():
+        return True
+    try:
+        meta = read_json(dest / "dataset.json")
+    except DataError:
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("segkit"), dict)
+
+
+def _refuse_foreign(dest: Path) -> None:
+    """Raise unless `dest` is empty or a dataset folder that segkit built (replacing deletes its files)."""
+    if _is_segkit_dataset(dest) or not any(dest.iterdir()):
+        return
+    if not (dest / "dataset.json").is_file():
+        msg = f"{dest}: exists and is not an nnU-Net dataset (no dataset.json); refusing to replace it"
+    else:
+        msg = f"{dest}: an nnU-Net dataset that segkit did not build (no {MARKER}); refusing to replace it"
+    raise OutputError(msg, hint="remove it, choose another --dataset-id, or pass --force to replace it (deletes it)")
 
 
 def _refuse_stale(dest: Path, new_ids: set[str]) -> None:
     """Raise unless rebuilding `dest` drops no case that an earlier run put there."""
     if not (dest / "dataset.json").is_file():
-        if any(dest.iterdir()):
-            msg = f"{dest}: exists and is not an nnU-Net dataset (no dataset.json); refusing to replace it"
-            raise OutputError(msg, hint="remove it, choose another --dataset-id, or pass --clean")
         return
     old_ids = set(dataset_case_ids(dest, "imagesTr")) | set(dataset_case_ids(dest, "imagesTs"))
     stale = sorted(old_ids - new_ids)

@@ -116,14 +116,22 @@ def write_splits(
     nnU-Net and MONAI runs disagree about their validation cases.
 
     Raises:
-        OutputError: If `dest` exists with other folds and `overwrite` is false.
+        ConfigError: `dest` is a folder.
+        OutputError: If `dest` exists with other folds, or is not a splits file, and `overwrite` is false.
     """
     splits = nnunet_splits(ids, n_folds=n_folds, seed=seed)
     status: Literal["written", "unchanged", "overwritten"] = "written"
-    if dest.exists():
+    if dest.is_dir():
+        msg = f"{dest}: is a folder; the output is the splits file itself"
+        raise ConfigError(msg, hint=f"pass the file's path, e.g. -o {dest / 'splits_final.json'}")
+    if dest.exists() or dest.is_symlink():
         try:
             existing = read_splits(dest)
-        except DataError:
+        except DataError as err:
+            if not overwrite:
+                why = str(err).removeprefix(f"{dest}: ")
+                msg = f"{dest}: exists but is not a usable splits file ({why})"
+                raise OutputError(msg, hint="pass --overwrite to replace it") from None
             existing = None
         if existing == splits:
             return SplitsResult(dest, splits, "unchanged")

@@ -151,10 +151,10 @@ def case_statistics(case: Case, *, bins: int = 64) -> CaseStats:
     """
     from segkit.io import read_labels, read_volume
 
-    missing = [m for m in MODALITIES if m not in case.images]
-    if case.seg is None:
+    missing = [m for m in MODALITIES if m not in case.images and m not in case.unusable]
+    if case.seg is None and SEG_SUFFIX not in case.unusable:
         missing.append(SEG_SUFFIX)
-    errors: list[str] = []
+    errors = [f"{path}: {why}" for path, why in case.unusable.values()]
     shape: list[int] | None = None
     spacing: list[float] | None = None
     mods: dict[str, ModalityStats] = {}
@@ -415,10 +415,13 @@ def dataset_stats(
 
     Raises:
         DataError: A root is missing, or no case folder is found.
-        OutputError: The cache folder cannot be written.
+        OutputError: The cache folder cannot be written, or is inside a data root.
     """
-    from segkit.io import write_json
+    from segkit.io import refuse_inside, write_json
 
+    if cache_dir is not None:
+        # A cache inside a root would be discovered as a case folder by every later command.
+        refuse_inside(cache_dir, roots, what="data root", hint="pass --cache-dir outside the data roots, or --no-cache")
     if cache_dir is not None and not recompute:
         cached = load_cached(roots, cache_dir, bins=bins)
         if cached is not None:

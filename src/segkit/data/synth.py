@@ -256,7 +256,10 @@ def write_cohort(
         msg = f"shape {tuple(shape)} is too small; every axis needs at least 8 voxels"
         raise ConfigError(msg)
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+    if output.exists() and not output.is_dir():
+        msg = f"{output}: exists and is a file, not a folder"
+        raise OutputError(msg, hint="choose another output folder")
+    if output.exists() and any(output.iterdir()):
         if not overwrite:
             msg = f"{output}: exists and is not empty"
             raise OutputError(msg, hint="pass --overwrite to replace it, or choose another folder")
