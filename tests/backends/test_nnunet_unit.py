@@ -134,6 +134,9 @@ def test_subclass_options_env_and_plans_hook(tmp_path: Path, monkeypatch: pytest
     tiny = TinyNnUNet()
     opts = tiny.options_of({"tiny_note": "hello"})
     assert isinstance(opts, TinyOptions)
+    converted = tiny.options_of(NnUNetOptions(epochs=2))
+    assert isinstance(converted, TinyOptions)
+    assert (converted.epochs, converted.tiny_note, converted.model_fields_set) == (2, "plain", {"epochs"})
     with pytest.raises(ConfigError, match="expected tiny-nnunet options"):
         tiny.options_of(3)
     assert str(folder.resolve()) in tiny.env(ds, processes=1)["nnUNet_extTrainer"].split(os.pathsep)

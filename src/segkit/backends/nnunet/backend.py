@@ -129,13 +129,16 @@ class NnUNetBackend:
         return plans
 
     def options_of(self, options: Any) -> NnUNetOptions:
-        """`options` as this backend's `Options` (a mapping is validated; None means the defaults).
+        """`options` as this backend's `Options` (a mapping or other nnU-Net options are validated; None: defaults).
 
         Raises:
             ConfigError: Options of another type.
         """
         if isinstance(options, self.Options):
             return options
+        if isinstance(options, NnUNetOptions):
+            # e.g. plain nnU-Net options given to a derived backend: keep what was set, add its defaults
+            return self.Options.model_validate(options.model_dump(exclude_unset=True))
         if options is None:
             return self.Options()
         if isinstance(options, Mapping):
