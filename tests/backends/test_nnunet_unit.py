@@ -362,3 +362,21 @@ def test_stale_fingerprint_is_recomputed(tmp_path: Path) -> None:
 def test_trainer_must_be_a_class_name() -> None:
     with pytest.raises(ValueError, match="not a trainer class name"):
         NnUNetOptions(trainer="nnUNetTrainer'); import os; ('")
+
+
+def test_worker_imports_the_network_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from segkit.backends.nnunet.worker import import_network_modules
+    from segkit.errors import BackendError
+
+    (tmp_path / "tiny_networks_ok.py").write_text("LOADED = True\n")
+    (tmp_path / "tiny_networks_broken.py").write_text("raise ImportError('no mamba here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_network_modules({"network_modules": ["tiny_networks_ok"]})
+    assert sys.modules["tiny_networks_ok"].LOADED
+    with pytest.raises(
+        BackendError, match=r"^network module tiny_networks_broken cannot be imported \(ImportError: no"
+    ):
+        import_network_modules({"network_modules": ["tiny_networks_broken"]})
+    import_network_modules({})
