@@ -23,8 +23,8 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="Benchmark `segkit demo --fast` instead.")
     args = parser.parse_args()
 
-    from segkit import api
     from segkit.config import load_config
+    from segkit.demo import run_demo
 
     runs = []
     for i in range(args.repeats):
@@ -37,7 +37,7 @@ def main() -> None:
             }
         )
         started = time.perf_counter()
-        result = api.demo(cfg)
+        result = run_demo(cfg.demo)
         wall = time.perf_counter() - started
         runs.append(
             {

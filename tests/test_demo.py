@@ -53,3 +53,16 @@ def test_demo_never_replaces_a_foreign_folder(run_cli, tmp_path: Path) -> None:
 def test_recipe_overrides() -> None:
     recipe = recipe_of(DemoConfig(fast=True, cases=7, stage2_epochs=3))
     assert (recipe.cases, recipe.test_cases, recipe.stage2_epochs, recipe.shape) == (7, FAST.test_cases, 3, 32)
+
+
+def test_api_does_not_import_the_demo() -> None:
+    """The demo is built on `segkit.api`; the api must not import it back (no import cycle)."""
+    import ast
+
+    import segkit.api
+
+    tree = ast.parse(Path(segkit.api.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "segkit.demo" not in imported
+    assert not hasattr(segkit.api, "demo")

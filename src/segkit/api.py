@@ -7,8 +7,8 @@ imported inside the functions so that importing this module stays cheap.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from segkit.data.splits import SplitsResult
     from segkit.data.stats import StatsResult
     from segkit.data.synth import SynthResult
-    from segkit.demo import DemoResult
     from segkit.evaluation.reports import EvalResult
     from segkit.progress import ProgressSink
     from segkit.viz.arch_figures import ArchResult
@@ -195,7 +194,7 @@ def _expand_folds(backend: Backend, dataset: DatasetRef, options: Any, folds: tu
     """Replace ``all`` by the backend's folds when ``all`` means "every fold" for it."""
     if "all" not in folds or backend.capabilities.fold_all != "every_fold":
         return folds
-    indices = tuple(backend.fold_indices(dataset, options))  # type: ignore[attr-defined]
+    indices = tuple(backend.fold_indices(dataset, options))
     out: list[Fold] = []
     for fold in folds:
         for f in indices if fold == "all" else (fold,):
@@ -231,11 +230,43 @@ def train(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list
     return [backend.train(request, options, progress=sink) for request in requests]
 
 
-def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list[PredictResult]:
+@dataclass(frozen=True)
+class InferResult:
+    """One prediction folder of `predict`, and its scores when ``--run-evaluation`` was asked for.
+
+    Attributes:
+        prediction: What the backend wrote.
+        folds: The folds the predictions come from.
+        evaluation: The reports of ``--run-evaluation`` (None without it).
+    """
+
+    prediction: PredictResult
+    folds: tuple[Fold, ...]
+    evaluation: EvalResult | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        """The prediction folder."""
+        return self.prediction.output_dir
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The ``<case>.nii.gz`` files written."""
+        return self.prediction.files
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """Case ids whose existing prediction was kept."""
+        return self.prediction.skipped
+
+
+def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list[InferResult]:
     """Predict label maps with a trained backend (`segkit infer`), optionally scoring them afterwards.
 
     Several folds are averaged into one prediction (``--ensemble``, or implicitly for backends such as
-    nnU-Net), unless the output folder contains ``{fold}``: then each fold predicts into its own folder.
+    nnU-Net), unless the output folder contains ``{fold}``: then each fold predicts into its own folder,
+    and the reports of ``--run-evaluation`` go to one folder per fold too (``{fold}`` in
+    ``--evaluation-output``, else ``<evaluation-output>/fold<k>``; default ``<predictions>/evaluation``).
     Returns one result per output folder.
     """
     from segkit.backends._device import resolve_device
@@ -276,6 +307,7 @@ def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> li
         groups = [(folds, Path(output))]
     for _, out in groups:
         refuse_inside(out, inputs, what="input folder", hint="choose another --output-dir")
+    reports = [_evaluation_output(config, group, out, per_fold=len(groups) > 1) for group, out in groups]
     requests = [
         PredictRequest(
             dataset=dataset,
@@ -291,20 +323,23 @@ def predict(config: SegkitConfig, *, progress: ProgressSink | None = None) -> li
     for request in requests:
         backend.check(request, options)
     sink = progress or NullProgress()
-    results = [backend.predict(request, options, progress=sink) for request in requests]
-    if cfg.run_evaluation:
-        scored = []
-        for result, request in zip(results, requests, strict=True):
-            result = dataclasses.replace(result, folds=request.folds)
-            scored.append(dataclasses.replace(result, evaluation=_evaluate_predictions(config, result, progress)))
-        results = scored
+    results = []
+    for request, report_dir in zip(requests, reports, strict=True):
+        prediction = backend.predict(request, options, progress=sink)
+        evaluation = None
+        if cfg.run_evaluation:
+            evaluation = _evaluate_predictions(config, prediction.output_dir, report_dir, progress)
+        results.append(InferResult(prediction, request.folds, evaluation))
     return results
 
 
 def _trained_folds(backend: Backend, config: SegkitConfig, options: Any) -> tuple[Fold, ...]:
-    """Folds with a trained model, asking the backend when it can tell (default: fold 0)."""
-    finder = getattr(backend, "trained_folds", None)
-    folds = tuple(finder(dataset_ref(config), options)) if callable(finder) else ()
+    """Folds with a trained model, as the backend lists them.
+
+    Raises:
+        DataError: No trained fold.
+    """
+    folds = tuple(backend.trained_folds(dataset_ref(config), options))
     if not folds:
         msg = f"no trained folds found for backend {config.infer.backend!r} and dataset {config.dataset}"
         raise DataError(msg, hint="train first, or pass --fold")
@@ -322,19 +357,34 @@ def _require_evaluation(config: SegkitConfig) -> None:
         raise DataError(msg)
 
 
-def _evaluate_predictions(config: SegkitConfig, result: PredictResult, progress: ProgressSink | None) -> EvalResult:
-    """Score one prediction folder after ``segkit infer --run-evaluation`` (reports beside it by default)."""
-    cfg = config.infer
-    output = cfg.evaluation_output
+def _evaluation_output(config: SegkitConfig, folds: tuple[Fold, ...], predictions: Path, *, per_fold: bool) -> Path:
+    """The report folder of one prediction folder (see `predict`).
+
+    Raises:
+        ConfigError: ``{fold}`` in ``--evaluation-output`` for an ensemble of several folds.
+    """
+    from segkit.backends.base import fill_fold
+
+    output = config.infer.evaluation_output
     if output is None:
         # Beside the predictions, not inside: segkit never writes into a folder it reads.
-        output = result.output_dir.with_name(f"{result.output_dir.name}-evaluation")
-    elif "{fold}" in str(output) and len(result.folds) == 1:
-        from segkit.backends.base import fill_fold
+        return predictions.with_name(f"{predictions.name}-evaluation")
+    if "{fold}" in str(output):
+        if len(folds) != 1:
+            msg = f"--evaluation-output {output} has {{fold}} but the prediction ensembles folds {folds}"
+            raise ConfigError(msg, hint="put {fold} in --output-dir too, or drop it from --evaluation-output")
+        return Path(fill_fold(output, folds[0]))
+    # One report folder per fold, so that a later fold's reports never replace an earlier fold's.
+    return Path(output) / f"fold{folds[0]}" if per_fold else Path(output)
 
-        output = Path(fill_fold(output, result.folds[0]))
+
+def _evaluate_predictions(
+    config: SegkitConfig, predictions: Path, output: Path, progress: ProgressSink | None
+) -> EvalResult:
+    """Score one prediction folder after ``segkit infer --run-evaluation``."""
+    cfg = config.infer
     # The predictions were just (re)made, so their earlier evaluation is replaced.
-    update = {"gt": cfg.ground_truth, "pred": result.output_dir, "output_dir": output, "overwrite": True}
+    update = {"gt": cfg.ground_truth, "pred": predictions, "output_dir": output, "overwrite": True}
     eval_cfg = config.eval.model_copy(update=update)
     return evaluate(config.model_copy(update={"eval": eval_cfg}), progress=progress)
 
@@ -504,9 +554,3 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
         raise UnscoredReferencesError(result)
     return result
 
-
-def demo(config: SegkitConfig, *, progress: ProgressSink | None = None) -> DemoResult:
-    """Run the whole loop on a synthetic cohort (`segkit demo`; see `segkit.demo`)."""
-    from segkit.demo import run_demo
-
-    return run_demo(config.demo, progress=progress)

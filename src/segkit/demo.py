@@ -4,7 +4,8 @@ Synthesise a training cohort and held-out cases -> export them as an nnU-Net dat
 folds -> train the MONAI backend (a small SegResNet, two stages, fold 0) -> predict the held-out cases
 -> score them (BraTS 2024 lesion-wise and nnU-Net voxel metrics) -> render a static panel and a GIF.
 Every step is the library function behind the matching command, run with an explicit config, so the
-demo doubles as a worked example of the API.
+demo doubles as a worked example of the API. This module sits on top of `segkit.api` (which does not
+import it): ``segkit demo`` calls `run_demo` directly.
 
 No pretrained bundle is available offline, so the SegResNet starts from random weights; stage 1 still
 trains the decoder and head with the encoder frozen before stage 2 trains everything, exactly as a

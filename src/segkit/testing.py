@@ -86,6 +86,23 @@ class FakeBackend:
                     msg = f"{path}: fold {fold} is not trained"
                     raise DataError(msg)
 
+    def fold_indices(self, dataset: DatasetRef, options: Any) -> tuple[int, ...]:
+        """The folds of ``splits_final.json``, else nnU-Net's five."""
+        from segkit.data.splits import read_splits
+
+        if dataset.splits_file.is_file():
+            return tuple(range(len(read_splits(dataset.splits_file))))
+        return tuple(range(5))
+
+    def trained_folds(self, dataset: DatasetRef, options: Any) -> tuple[Fold, ...]:
+        """Folds whose ``model.json`` exists (numbered folds first, then ``all``)."""
+        root = self.model_dir(dataset)
+        candidates: list[Fold] = [*range(5), "all"]
+        if root.is_dir():
+            extra = {int(p.name[5:]) for p in root.glob("fold_*") if p.name[5:].isdigit()}
+            candidates = [*sorted(set(range(5)) | extra), "all"]
+        return tuple(f for f in candidates if (root / f"fold_{f}" / "model.json").is_file())
+
     def prepare(self, request: PrepareRequest, options: Any, *, progress: ProgressSink) -> PrepareResult:
         """Nothing to plan."""
         self.check(request, options)
@@ -191,6 +208,20 @@ class BackendContract:
         request = TrainRequest(dataset=dataset, fold=0, device="cpu")
         with pytest.raises(SegkitError):
             backend.check(request, backend.Options())
+
+    def test_fold_indices_follow_the_splits_file(self, tmp_path: Path) -> None:
+        from segkit.data.splits import write_splits
+
+        backend = self.make_backend()
+        dataset = DatasetRef("Dataset998_Folds", tmp_path / "raw", tmp_path / "pre", tmp_path / "res")
+        write_splits([f"case{i}" for i in range(6)], dataset.splits_file, n_folds=3)
+        assert tuple(backend.fold_indices(dataset, backend.Options())) == (0, 1, 2)
+
+    def test_trained_folds_include_the_trained_model(self, contract_model: ContractModel) -> None:
+        m = contract_model
+        trained = tuple(m.backend.trained_folds(m.dataset, m.options))
+        assert set(m.folds) <= set(trained), f"trained_folds {trained} misses {m.folds}"
+        assert all(f == "all" or isinstance(f, int) for f in trained)
 
     def test_predict_writes_one_file_per_case_on_the_input_grid(
         self, contract_model: ContractModel, tmp_path: Path

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import Field
 
 from segkit import api
 from segkit.backends.base import folds_of
@@ -35,7 +37,7 @@ FAST = {
 }
 
 
-def config(root: Path, **flags):
+def config(root: Path, *, fast: bool = True, **flags):
     base = {
         "nnunet.raw": root / "raw",
         "nnunet.preprocessed": root / "pre",
@@ -45,7 +47,8 @@ def config(root: Path, **flags):
         "prepare.workers": 1,
         "plan.num_processes": 1,
     }
-    return load_config(flags={**base, **FAST, **flags})
+    schedule = FAST if fast else {"backends.nnunet.num_processes": 1, "infer.device": "cpu"}
+    return load_config(flags={**base, **schedule, **flags})
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +93,26 @@ def test_train_then_predict_on_the_input_grid(trained: Path) -> None:
     manifest = json.loads((out / "segkit_predict.json").read_text())
     assert manifest["folds"] == [0]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_infer_finds_the_only_trained_model_without_its_trainer(trained: Path, tmp_path: Path) -> None:
+    """`segkit train --epochs 1 --iterations-per-epoch 2` then `segkit infer` with no trainer options."""
+    cfg = config(trained, fast=False, **{"infer.input": [trained / "validation_data"], "infer.output": tmp_path / "p"})
+    (result,) = api.predict(cfg)
+    assert result.folds == (0,)
+    assert len(result.files) == 2
+    manifest = json.loads((tmp_path / "p" / "segkit_predict.json").read_text())
+    assert manifest["model"] == "nnUNetTrainer_segkit_e1_i2_nomirror__nnUNetPlans__3d_fullres"
+    results = trained / "res" / "Dataset501_BraTSPostTx"
+    other = results / "nnUNetTrainerDA5__nnUNetPlans__3d_fullres"
+    shutil.copytree(results / manifest["model"], other)
+    try:
+        from segkit.errors import DataError
+
+        with pytest.raises(DataError, match=r"^2 trained models of Dataset501_BraTSPostTx match: nnUNetTrainerDA5__"):
+            api.predict(config(trained, fast=False, **{"infer.input": [trained / "validation_data"]}))
+    finally:
+        shutil.rmtree(other)
 
 
 def test_interrupted_training_resumes_with_continue(planned: Path) -> None:
@@ -149,6 +172,74 @@ def test_predict_writes_a_missing_derived_trainer_module(trained: Path, tmp_path
     cfg = config(trained, **{"infer.input": [trained / "validation_data"], "infer.output": tmp_path / "p"})
     (result,) = api.predict(cfg)
     assert len(result.files) == 2
+
+
+TINY_TRAINER = """
+from pathlib import Path
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class nnUNetTrainer_SegkitTiny(nnUNetTrainer):
+    def on_train_start(self):
+        super().on_train_start()
+        # proof that this class ran, with the batch size of the configuration the plans hook added
+        Path(self.output_folder, "tiny_trainer_ran").write_text(str(self.configuration_manager.batch_size))
+"""
+
+
+class TinyOptions(NnUNetOptions):
+    tiny_batch_size: int = Field(1, ge=1, description="Batch size of the added configuration.")
+
+
+def test_a_subclass_plans_trains_and_predicts_with_its_own_trainer(planned: Path, tmp_path: Path) -> None:
+    """A backend built on the nnU-Net adapter: its name, options, trainer folder and plans hook."""
+    from segkit.backends.base import PredictRequest, PrepareRequest, TrainRequest
+
+    folder = tmp_path / "tiny_trainers"
+    folder.mkdir()
+    (folder / "tiny_trainer.py").write_text(TINY_TRAINER)
+
+    class TinyNnUNet(NnUNetBackend):
+        name = "tiny-nnunet"
+        Options = TinyOptions
+        trainer_folders = (folder,)
+
+        def edit_plans(self, plans: dict[str, Any], options: NnUNetOptions) -> dict[str, Any]:
+            assert isinstance(options, TinyOptions)
+            plans["configurations"]["3d_tiny"] = {"inherits_from": "3d_fullres", "batch_size": options.tiny_batch_size}
+            return plans
+
+    backend = TinyNnUNet()
+    dataset = api.dataset_ref(config(planned))
+    options = TinyOptions(
+        configuration="3d_tiny",
+        trainer="nnUNetTrainer_SegkitTiny",
+        epochs=1,
+        iterations_per_epoch=2,
+        mirroring=False,
+        final_validation=False,
+        data_augmentation_processes=0,
+        num_processes=1,
+    )
+    prepared = backend.prepare(
+        PrepareRequest(dataset, configurations=("3d_tiny",), num_processes=1), options, progress=RecordingProgress()
+    )
+    assert prepared.configurations == ("3d_tiny",)
+    assert json.loads(prepared.plans_file.read_text())["configurations"]["3d_tiny"]["batch_size"] == 1
+    trained = backend.train(TrainRequest(dataset, 0, "cpu"), options, progress=RecordingProgress())
+    assert trained.model_dir.name == "nnUNetTrainer_SegkitTiny_segkit_e1_i2_nomirror__nnUNetPlans__3d_tiny"
+    assert (trained.model_dir / "fold_0" / "tiny_trainer_ran").read_text() == "1"
+    assert trained.checkpoint is not None
+    out = tmp_path / "predictions"
+    cases = tuple(resolve_inputs([planned / "validation_data"]))
+    result = backend.predict(PredictRequest(dataset, cases, out, (0,), "cpu"), options, progress=RecordingProgress())
+    assert len(result.files) == 2
+    for case in cases:
+        assert read_volume(out / f"{case.case_id}.nii.gz").shape == (30, 34, 26)
+    manifest = json.loads((out / "segkit_predict.json").read_text())
+    assert manifest["backend"] == "tiny-nnunet"
+    assert manifest["model"] == trained.model_dir.name
 
 
 class TestNnUNetContract(BackendContract):

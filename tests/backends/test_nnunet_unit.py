@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import Field
 
 from segkit.backends.base import CaseImages, DatasetRef, PredictRequest, TrainRequest
 from segkit.backends.nnunet import NnUNetBackend, NnUNetOptions, layout
@@ -57,8 +60,143 @@ def test_generated_trainer_module(tmp_path: Path) -> None:
     ds = dataset(tmp_path)
     name = layout.write_trainer_module(ds, NnUNetOptions(epochs=3))
     source = (layout.ext_trainer_dir(ds) / f"{name}.py").read_text()
-    assert f"{name} = derive_trainer({name!r}, 'nnUNetTrainer', mirroring=True, num_epochs=3)" in source
+    assert f"{name} = derive_trainer(\n        {name!r}, 'nnUNetTrainer', mirroring=True, exclude=" in source
+    assert "num_epochs=3" in source
     compile(source, "generated", "exec")
+
+
+def test_derived_trainer_names_read_back() -> None:
+    opts = NnUNetOptions()
+    for trainer in ("nnUNetTrainer_segkit_e1_i2", "MyTrainer_segkit_e50_v7_s5_nomirror", "A_segkit_B_segkit_e3"):
+        back = layout.options_for_trainer(opts, trainer)
+        assert layout.derived_trainer_name(back) == trainer
+    assert layout.options_for_trainer(opts, "nnUNetTrainer_segkit_e1_i2").trainer == "nnUNetTrainer"
+    assert layout.options_for_trainer(opts, "nnUNetTrainer_segkit_e1_i2").epochs == 1
+    # not a segkit name: the trainer itself, no overrides
+    odd = layout.options_for_trainer(NnUNetOptions(epochs=4), "nnUNetTrainer_segkit_x9")
+    assert (odd.trainer, odd.epochs) == ("nnUNetTrainer_segkit_x9", None)
+
+
+TRAINER_MODULE = """
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class nnUNetTrainer_SegkitTiny(nnUNetTrainer):
+    tiny = True
+"""
+
+
+def test_derived_trainer_from_a_trainer_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--epochs on top of a trainer that lives in a backend's trainer folder, found as nnU-Net finds trainers."""
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    folder = tmp_path / "tiny_trainers"
+    folder.mkdir()
+    (folder / "tiny_trainer_module.py").write_text(TRAINER_MODULE)
+    ds = dataset(tmp_path)
+    # a stale module of a trainer that cannot be found in this process must not break the lookup
+    layout.write_trainer_module(ds, NnUNetOptions(trainer="nnUNetTrainer_Gone", epochs=1))
+    name = layout.write_trainer_module(ds, NnUNetOptions(trainer="nnUNetTrainer_SegkitTiny", epochs=1))
+    assert name == "nnUNetTrainer_SegkitTiny_segkit_e1"
+    env = nnunet_env(ds, processes=1, trainer_folders=(folder,))
+    monkeypatch.setenv("nnUNet_extTrainer", env["nnUNet_extTrainer"])
+    cls = recursive_find_trainer_class_by_name(name)
+    assert cls.__name__ == name
+    assert [c.__name__ for c in cls.__mro__[:3]] == [name, "nnUNetTrainer_SegkitTiny", "nnUNetTrainer"]
+    assert cls.tiny is True
+
+
+class TinyOptions(NnUNetOptions):
+    tiny_note: str = Field("plain", description="An option only this backend has.")
+
+
+class TinyNnUNet(NnUNetBackend):
+    name = "tiny-nnunet"
+    Options = TinyOptions
+    worker_module = "tiny_worker"
+    network_modules = ("tiny_networks",)
+
+    def edit_plans(self, plans: dict[str, Any], options: NnUNetOptions) -> dict[str, Any]:
+        assert isinstance(options, TinyOptions)
+        plans["configurations"]["3d_tiny"] = {"inherits_from": "3d_fullres", "batch_size": 1, "note": options.tiny_note}
+        return plans
+
+
+def test_subclass_options_env_and_plans_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.backends.base import PrepareRequest
+    from segkit.backends.nnunet import backend as backend_module
+    from segkit.progress import NullProgress
+
+    ds = fake_planned(tmp_path)
+    folder = tmp_path / "tiny_trainers"
+    monkeypatch.setattr(TinyNnUNet, "trainer_folders", (folder,))
+    tiny = TinyNnUNet()
+    opts = tiny.options_of({"tiny_note": "hello"})
+    assert isinstance(opts, TinyOptions)
+    converted = tiny.options_of(NnUNetOptions(epochs=2))
+    assert isinstance(converted, TinyOptions)
+    assert (converted.epochs, converted.tiny_note, converted.model_fields_set) == (2, "plain", {"epochs"})
+    with pytest.raises(ConfigError, match="expected tiny-nnunet options"):
+        tiny.options_of(3)
+    assert str(folder.resolve()) in tiny.env(ds, processes=1)["nnUNet_extTrainer"].split(os.pathsep)
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def fake_worker(module: str, action: str, payload: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        calls.append((module, action, payload))
+        if action == "plan":
+            return {"plans_file": str(ds.preprocessed_dir / "nnUNetPlans.json")}
+        return {"preprocessed": payload["configurations"]}
+
+    monkeypatch.setattr(backend_module, "run_worker", fake_worker)
+    result = tiny.prepare(PrepareRequest(ds, configurations=("3d_tiny",)), opts, progress=NullProgress())
+    plans = json.loads((ds.preprocessed_dir / "nnUNetPlans.json").read_text())
+    assert plans["configurations"]["3d_tiny"]["note"] == "hello"
+    assert result.configurations == ("3d_tiny",)
+    assert [(m, a) for m, a, _ in calls] == [("tiny_worker", "plan"), ("tiny_worker", "preprocess")]
+    assert all(p["network_modules"] == ["tiny_networks"] for _, _, p in calls)
+    # an unknown configuration is refused before any preprocessing
+    calls.clear()
+    with pytest.raises(ConfigError, match=r"configuration\(s\) 3d_huge not in the plans"):
+        tiny.prepare(PrepareRequest(ds, configurations=("3d_huge",)), opts, progress=NullProgress())
+    assert [a for _, a, _ in calls] == ["plan"]
+
+
+def trained_model(ds: DatasetRef, trainer: str, fold: int = 0) -> Path:
+    model = ds.results_dir / f"{trainer}__nnUNetPlans__3d_fullres"
+    (model / f"fold_{fold}").mkdir(parents=True)
+    (model / f"fold_{fold}" / "checkpoint_final.pth").write_bytes(b"")
+    (model / "plans.json").write_text(json.dumps({"plans_name": "nnUNetPlans"}))
+    return model
+
+
+def test_infer_finds_the_only_trained_model(tmp_path: Path) -> None:
+    ds = fake_planned(tmp_path)
+    backend = NnUNetBackend()
+    trained_model(ds, "nnUNetTrainer_segkit_e1_i2", fold=1)
+    opts = backend.model_options(ds, NnUNetOptions())
+    assert (opts.trainer, opts.epochs, opts.iterations_per_epoch) == ("nnUNetTrainer", 1, 2)
+    assert backend.trained_folds(ds, NnUNetOptions()) == (1,)
+    request = PredictRequest(ds, (CaseImages("c", {}),), tmp_path / "out", (1,), "cpu")
+    backend.check(request, NnUNetOptions())
+    # a model of another trainer: --trainer picks, no --trainer lists both
+    trained_model(ds, "nnUNetTrainerDA5")
+    with pytest.raises(
+        DataError, match=r"^2 trained models of Dataset501_BraTSPostTx match: nnUNetTrainerDA5__"
+    ) as info:
+        backend.model_options(ds, NnUNetOptions())
+    assert "nnUNetTrainer_segkit_e1_i2__nnUNetPlans__3d_fullres" in str(info.value)
+    assert backend.model_options(ds, NnUNetOptions(trainer="nnUNetTrainer")).epochs == 1
+    assert backend.model_options(ds, NnUNetOptions(trainer="nnUNetTrainerDA5")).trainer == "nnUNetTrainerDA5"
+    # an explicit schedule names its model exactly
+    assert backend.model_options(ds, NnUNetOptions(epochs=7)).epochs == 7
+
+
+def test_fold_indices(tmp_path: Path) -> None:
+    ds = fake_planned(tmp_path)
+    assert NnUNetBackend().fold_indices(ds, NnUNetOptions()) == (0, 1, 2, 3, 4)
+    ds.splits_file.write_text(json.dumps([{"train": ["a"], "val": ["b"]}] * 3))
+    assert NnUNetBackend().fold_indices(ds, NnUNetOptions()) == (0, 1, 2)
 
 
 def test_plans_identifier_from_planner() -> None:
@@ -224,3 +362,21 @@ def test_stale_fingerprint_is_recomputed(tmp_path: Path) -> None:
 def test_trainer_must_be_a_class_name() -> None:
     with pytest.raises(ValueError, match="not a trainer class name"):
         NnUNetOptions(trainer="nnUNetTrainer'); import os; ('")
+
+
+def test_worker_imports_the_network_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from segkit.backends.nnunet.worker import import_network_modules
+    from segkit.errors import BackendError
+
+    (tmp_path / "tiny_networks_ok.py").write_text("LOADED = True\n")
+    (tmp_path / "tiny_networks_broken.py").write_text("raise ImportError('no mamba here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_network_modules({"network_modules": ["tiny_networks_ok"]})
+    assert sys.modules["tiny_networks_ok"].LOADED
+    with pytest.raises(
+        BackendError, match=r"^network module tiny_networks_broken cannot be imported \(ImportError: no"
+    ):
+        import_network_modules({"network_modules": ["tiny_networks_broken"]})
+    import_network_modules({})

@@ -191,16 +191,12 @@ class PredictResult:
         files: ``<case>.nii.gz`` files written by this run.
         skipped: Case ids whose existing prediction was kept.
         log_file: The framework's log, if any.
-        folds: Folds the predictions come from (filled in by `segkit.api.predict`).
-        evaluation: The `segkit.evaluation.reports.EvalResult` of ``--run-evaluation`` (set by the api).
     """
 
     output_dir: Path
     files: tuple[Path, ...]
     skipped: tuple[str, ...] = ()
     log_file: Path | None = None
-    folds: tuple[Fold, ...] = ()
-    evaluation: Any = None
 
 
 @runtime_checkable
@@ -219,9 +215,7 @@ class Backend(Protocol):
           of its input images), each file atomically.
         - User-facing failures are raised as `BackendError` subclasses, chaining the cause.
         - Long work reports to the `ProgressSink`; nothing is printed.
-        - A backend whose ``fold_all`` is ``"every_fold"`` implements ``fold_indices(dataset, options)``
-          (the folds ``all`` stands for); one that can list its trained folds implements
-          ``trained_folds(dataset, options)`` (the default folds of ``segkit infer``).
+        - `fold_indices` and `trained_folds` only read files (no framework import, no writes).
     """
 
     name: ClassVar[str]
@@ -233,19 +227,29 @@ class Backend(Protocol):
         """None when the framework is installed, else a short reason."""
         ...
 
-    def check(self, request: PrepareRequest | TrainRequest | PredictRequest, options: Any) -> None:
+    def check(self, request: PrepareRequest | TrainRequest | PredictRequest, options: BaseModel) -> None:
         """Raise for any problem found without running the framework."""
         ...
 
-    def prepare(self, request: PrepareRequest, options: Any, *, progress: ProgressSink) -> PrepareResult:
+    def fold_indices(self, dataset: DatasetRef, options: BaseModel) -> tuple[int, ...]:
+        """The cross-validation folds of `dataset` (what ``--fold all`` stands for when ``fold_all`` is
+        ``"every_fold"``): those of ``splits_final.json``, else the backend's default folds."""
+        ...
+
+    def trained_folds(self, dataset: DatasetRef, options: BaseModel) -> tuple[Fold, ...]:
+        """Folds with a model that `predict` can use with these options (empty: none); the default folds
+        of ``segkit infer``."""
+        ...
+
+    def prepare(self, request: PrepareRequest, options: BaseModel, *, progress: ProgressSink) -> PrepareResult:
         """Make the dataset ready for training."""
         ...
 
-    def train(self, request: TrainRequest, options: Any, *, progress: ProgressSink) -> TrainResult:
+    def train(self, request: TrainRequest, options: BaseModel, *, progress: ProgressSink) -> TrainResult:
         """Train one fold."""
         ...
 
-    def predict(self, request: PredictRequest, options: Any, *, progress: ProgressSink) -> PredictResult:
+    def predict(self, request: PredictRequest, options: BaseModel, *, progress: ProgressSink) -> PredictResult:
         """Predict every case of the request."""
         ...
 

@@ -34,7 +34,7 @@ def demo(
 
     Everything lands in outputs/demo/; timings and scores measured on 2 CPU cores are in docs/benchmarks.md.
     """
-    from segkit import api
+    from segkit.demo import run_demo
 
     cfg = resolve(
         config,
@@ -51,7 +51,7 @@ def demo(
         demo__seed=seed,
     )
     with progress_sink(ctx) as sink:
-        result = api.demo(cfg, progress=sink)
+        result = run_demo(cfg.demo, progress=sink)
     if json_out:
         print_json(
             {

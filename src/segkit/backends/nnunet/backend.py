@@ -4,6 +4,9 @@ All nnU-Net work runs in a child process (`segkit.backends.nnunet.worker`) whose
 ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` from the run config, so users never
 export variables and the segkit process never mutates its own environment. This module imports
 neither torch nor nnunetv2; the cheap checks (`check`) run here before any child starts.
+
+`NnUNetBackend` is also the base class of nnU-Net-based backends (see its docstring): a subclass sets
+its name and options, adds trainer folders and network modules, and edits the plans after planning.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,7 +39,6 @@ from segkit.conventions import NIFTI_EXT, NNUNET_CHANNEL_ORDER
 from segkit.errors import BackendError, ConfigError, DataError, OutputError
 from segkit.progress import ProgressSink
 
-WORKER = "segkit.backends.nnunet.worker"
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 """nnU-Net's checkpoints, in the order its --c looks for them."""
 
@@ -46,15 +48,24 @@ def default_processes(requested: int) -> int:
     return requested if requested > 0 else max(1, min(os.cpu_count() or 1, 4))
 
 
-def nnunet_env(dataset: DatasetRef, *, processes: int, da_processes: int | None = None) -> dict[str, str]:
-    """The child's environment: nnU-Net's folders, segkit's trainer folder and process counts.
+def nnunet_env(
+    dataset: DatasetRef,
+    *,
+    processes: int,
+    da_processes: int | None = None,
+    trainer_folders: Sequence[Path] = (),
+) -> dict[str, str]:
+    """The child's environment: nnU-Net's folders, the trainer folders and process counts.
+
+    ``nnUNet_extTrainer`` lists segkit's generated trainers first, then `trainer_folders` (a backend's own
+    trainers), then the user's own ``nnUNet_extTrainer``.
 
     ``nnUNet_def_n_proc`` is read when nnU-Net is imported, which is why it must be in the child's
     environment from the start. ``nnUNet_n_proc_DA`` is only set for training: 0 there means "augment
     in-process", but during planning nnU-Net passes it to ``torch.set_num_threads`` and crashes.
     """
     env = dict(os.environ)
-    ext = [str(layout.ext_trainer_dir(dataset).resolve())]
+    ext = [str(layout.ext_trainer_dir(dataset).resolve()), *(str(Path(f).resolve()) for f in trainer_folders)]
     if os.environ.get("nnUNet_extTrainer"):
         ext.append(os.environ["nnUNet_extTrainer"])
     env.update(
@@ -76,10 +87,22 @@ def nnunet_env(dataset: DatasetRef, *, processes: int, da_processes: int | None 
 
 
 class NnUNetBackend:
-    """nnU-Net v2: self-configuring U-Nets (plans, 5-fold training, ensembles)."""
+    """nnU-Net v2: self-configuring U-Nets (plans, 5-fold training, ensembles).
+
+    Base class of nnU-Net-based backends. A subclass sets `name` and `Options` (a subclass of
+    `NnUNetOptions`), and as needed `trainer_folders` (folders of its own nnU-Net trainer modules, searched
+    by nnU-Net like ``nnUNet_extTrainer``; ``--trainer`` may name them and ``--epochs`` etc. derive from
+    them), `network_modules` (modules of the network classes its plans name by dotted path; imported
+    first in every worker so that a broken module fails in one line), `worker_module` (a worker of its
+    own, usually re-exporting `segkit.backends.nnunet.worker.HANDLERS`) and `edit_plans` (e.g. to add a
+    configuration). It inherits check, prepare, train, predict, the manifests and the worker.
+    """
 
     name: ClassVar[str] = "nnunet"
     Options: ClassVar[type[NnUNetOptions]] = NnUNetOptions
+    worker_module: ClassVar[str] = "segkit.backends.nnunet.worker"
+    trainer_folders: ClassVar[tuple[Path, ...]] = ()
+    network_modules: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[Capabilities] = Capabilities(
         prepare=True,
         ensemble=True,
@@ -94,17 +117,94 @@ class NnUNetBackend:
         """None when nnunetv2 and torch are installed."""
         return missing_module("torch", "nnunetv2")
 
+    # ------------------------------------------------------------------ hooks
+
+    def edit_plans(self, plans: dict[str, Any], options: NnUNetOptions) -> dict[str, Any]:
+        """The plans to keep after nnU-Net planned (default: unchanged).
+
+        Called in the segkit process after nnU-Net wrote the plans and before preprocessing, on every
+        `prepare` (so an added configuration survives re-planning). Pure JSON in and out; a changed result
+        replaces the plans file atomically.
+        """
+        return plans
+
+    def options_of(self, options: Any) -> NnUNetOptions:
+        """`options` as this backend's `Options` (a mapping or other nnU-Net options are validated; None: defaults).
+
+        Raises:
+            ConfigError: Options of another type.
+        """
+        if isinstance(options, self.Options):
+            return options
+        if isinstance(options, NnUNetOptions):
+            # e.g. plain nnU-Net options given to a derived backend: keep what was set, add its defaults
+            return self.Options.model_validate(options.model_dump(exclude_unset=True))
+        if options is None:
+            return self.Options()
+        if isinstance(options, Mapping):
+            return self.Options.model_validate(dict(options))
+        msg = f"expected {self.name} options ({self.Options.__name__}), got {type(options).__name__}"
+        raise ConfigError(msg)
+
+    def env(self, dataset: DatasetRef, *, processes: int, da_processes: int | None = None) -> dict[str, str]:
+        """The worker's environment (see `nnunet_env`), with this backend's trainer folders."""
+        return nnunet_env(dataset, processes=processes, da_processes=da_processes, trainer_folders=self.trainer_folders)
+
+    def _run(
+        self,
+        action: str,
+        payload: dict[str, Any],
+        env: Mapping[str, str],
+        log: Path,
+        on_event: Any = None,
+        *,
+        what: str,
+    ) -> dict[str, Any]:
+        """Run one worker action of this backend (its network modules travel in the payload)."""
+        full = {**payload, "network_modules": list(self.network_modules)}
+        return run_worker(self.worker_module, action, full, env=env, log_file=log, on_event=on_event, what=what)
+
     # ------------------------------------------------------------------ checks
 
     def check(self, request: PrepareRequest | TrainRequest | PredictRequest, options: Any) -> None:
         """Raise for problems that can be found without starting nnU-Net."""
-        opts = _as_options(options)
+        opts = self.options_of(options)
         if isinstance(request, PrepareRequest):
             self._check_prepare(request)
         elif isinstance(request, TrainRequest):
             self._check_train(request, opts)
         else:
-            self._check_predict(request, opts)
+            self._check_predict(request, self.model_options(request.dataset, opts))
+
+    def model_options(self, dataset: DatasetRef, options: Any) -> NnUNetOptions:
+        """The options naming the trained model to predict with.
+
+        nnU-Net habit: after ``segkit train --epochs 1 --iterations-per-epoch 2`` the model's trainer is
+        ``nnUNetTrainer_segkit_e1_i2``, and ``segkit infer`` without ``--trainer`` should find it. Unless
+        the options name the trainer's schedule (``--epochs`` ...), the trained model folders of the same
+        plans and configuration (of the given ``--trainer``, or derived from it, if one is given) are
+        searched: exactly one is used; several are an error that lists them; none leaves the options as
+        they are (`check` then says what is missing).
+
+        Raises:
+            DataError: Several trained models match.
+        """
+        opts = self.options_of(options)
+        if opts.has_trainer_overrides:
+            return opts
+        given = "trainer" in opts.model_fields_set
+        if given and layout.model_dir(dataset, opts).is_dir():
+            return opts
+        candidates = layout.trained_trainers(dataset, opts)
+        if given:
+            candidates = [t for t in candidates if layout.options_for_trainer(opts, t).trainer == opts.trainer]
+        if len(candidates) == 1:
+            return layout.options_for_trainer(opts, candidates[0])
+        if len(candidates) > 1:
+            names = ", ".join(f"{t}__{opts.plans_identifier}__{opts.configuration}" for t in candidates)
+            msg = f"{len(candidates)} trained models of {dataset.name} match: {names}"
+            raise DataError(msg, hint="choose one with --trainer (and --epochs/--iterations-per-epoch if derived)")
+        return opts
 
     def _check_prepare(self, request: PrepareRequest) -> None:
         from segkit.data.nnunet_dataset import read_dataset_json
@@ -183,7 +283,9 @@ class NnUNetBackend:
             msg = f"no trained model {model.name} for {request.dataset.name}{also}"
             raise DataError(
                 msg,
-                hint="train it with `segkit train --backend nnunet`, or pass its --trainer/--plans/--configuration",
+                hint=(
+                    f"train it with `segkit train --backend {self.name}`, or pass its --trainer/--plans/--configuration"
+                ),
             )
         for fold in request.folds:
             checkpoint = layout.fold_dir(model, fold) / opts.checkpoint
@@ -210,11 +312,22 @@ class NnUNetBackend:
             msg = f"{model}: holds a model of plans {plans.get('plans_name')}, not {expected}"
             raise DataError(msg)
 
+    def fold_indices(self, dataset: DatasetRef, options: Any) -> tuple[int, ...]:
+        """The folds of ``splits_final.json``, else nnU-Net's five (``all`` is a fold of its own here)."""
+        from segkit.data.splits import read_splits
+
+        if dataset.splits_file.is_file():
+            return tuple(range(len(read_splits(dataset.splits_file))))
+        return tuple(range(5))
+
     def trained_folds(self, dataset: DatasetRef, options: Any) -> tuple[Fold, ...]:
-        """Folds of the model folder that have the prediction checkpoint (0-4 first, else 'all')."""
-        opts = _as_options(options)
+        """Folds of the model (see `model_options`) that have the prediction checkpoint (numbered first, else 'all')."""
+        opts = self.model_options(dataset, options)
         model = layout.model_dir(dataset, opts)
-        numbered = tuple(k for k in range(5) if (layout.fold_dir(model, k) / opts.checkpoint).is_file())
+        indices = set(range(5))
+        if model.is_dir():
+            indices |= {int(p.name[5:]) for p in model.glob("fold_*") if p.name[5:].isdigit()}
+        numbered = tuple(k for k in sorted(indices) if (layout.fold_dir(model, k) / opts.checkpoint).is_file())
         if numbered:
             return numbered
         return ("all",) if (layout.fold_dir(model, "all") / opts.checkpoint).is_file() else ()
@@ -223,7 +336,7 @@ class NnUNetBackend:
 
     def prepare(self, request: PrepareRequest, options: Any, *, progress: ProgressSink) -> PrepareResult:
         """Fingerprint, plan and preprocess the dataset (``segkit data plan``)."""
-        opts = _as_options(options)
+        opts = self.options_of(options)
         self.check(request, opts)
         dataset = request.dataset
         processes = default_processes(request.num_processes or opts.num_processes)
@@ -236,41 +349,64 @@ class NnUNetBackend:
             "dataset": dataset.name,
             "planner": opts.planner_class,
             "plans": opts.plans,
-            "configurations": list(configurations),
             "verify": request.verify_dataset_integrity,
             "clean": clean,
-            "preprocess": request.preprocess,
             "num_processes": processes,
             "gpu_memory_target_gb": request.gpu_memory_target_gb,
             "preprocessed_dir": str(dataset.preprocessed_dir.resolve()),
         }
+        env = self.env(dataset, processes=processes)
         events = _StageEvents(progress)
-        result = run_worker(
-            WORKER,
-            "plan",
-            payload,
-            env=nnunet_env(dataset, processes=processes),
-            log_file=log,
-            on_event=events,
-            what="nnU-Net planning",
-        )
-        events.close()
-        missing = [c for c in configurations if c not in result["available"]]
-        if missing and request.preprocess:
-            msg = (
-                f"configuration(s) {', '.join(missing)} not in the plans (available: {', '.join(result['available'])})"
-            )
-            raise ConfigError(msg)
+        try:
+            planned = self._run("plan", payload, env, log, events, what="nnU-Net planning")
+            plans_path = Path(planned["plans_file"])
+            available = self._apply_plans_edit(plans_path, opts)
+            missing = [c for c in configurations if c not in available]
+            if missing and request.preprocess:
+                msg = f"configuration(s) {', '.join(missing)} not in the plans (available: {', '.join(available)})"
+                raise ConfigError(msg)
+            done: list[str] = []
+            if request.preprocess:
+                preprocess = {
+                    "dataset": dataset.name,
+                    "plans": plans_path.stem,
+                    "configurations": list(configurations),
+                    "num_processes": processes,
+                }
+                result = self._run("preprocess", preprocess, env, log, events, what="nnU-Net preprocessing")
+                done = list(result["preprocessed"])
+        finally:
+            events.close()
         return PrepareResult(
-            plans_file=Path(result["plans_file"]),
-            configurations=tuple(result["preprocessed"]),
+            plans_file=plans_path,
+            configurations=tuple(done),
             log_file=log,
-            details={"available": result["available"]},
+            details={"available": available},
         )
+
+    def _apply_plans_edit(self, path: Path, opts: NnUNetOptions) -> list[str]:
+        """Run `edit_plans` on the plans nnU-Net just wrote; return the configurations of the result.
+
+        Raises:
+            BackendError: The hook returned something that is not plans.
+        """
+        import copy
+
+        from segkit.data.nnunet_plans import load_plans
+        from segkit.io import write_json
+
+        plans = load_plans(path)
+        edited = self.edit_plans(copy.deepcopy(plans), opts)
+        if not isinstance(edited, dict) or not isinstance(edited.get("configurations"), dict):
+            msg = f"{type(self).__name__}.edit_plans returned no plans (a dict with 'configurations') for {path}"
+            raise BackendError(msg)
+        if edited != plans:
+            write_json(path, edited)
+        return list(edited["configurations"])
 
     def train(self, request: TrainRequest, options: Any, *, progress: ProgressSink) -> TrainResult:
         """Train one fold with nnU-Net (resume with ``continue_training``)."""
-        opts = _as_options(options)
+        opts = self.options_of(options)
         self.check(request, opts)
         dataset = request.dataset
         if request.fold != "all" and not dataset.splits_file.is_file():
@@ -300,6 +436,7 @@ class NnUNetBackend:
             "configuration": opts.configuration,
             "fold": request.fold,
             "trainer": trainer,
+            "base_trainer": opts.trainer,
             "plans": opts.plans_identifier,
             "device": request.device,
             "pretrained_weights": str(opts.pretrained_weights) if opts.pretrained_weights else None,
@@ -312,15 +449,8 @@ class NnUNetBackend:
         config_file = fold / "segkit_config.yaml" if request.config_yaml else None
         events = _TrainEvents(progress, request.fold, config_file, request.config_yaml)
         try:
-            result = run_worker(
-                WORKER,
-                "train",
-                payload,
-                env=nnunet_env(dataset, processes=processes, da_processes=opts.data_augmentation_processes),
-                log_file=log,
-                on_event=events,
-                what="nnU-Net training",
-            )
+            env = self.env(dataset, processes=processes, da_processes=opts.data_augmentation_processes)
+            result = self._run("train", payload, env, log, events, what="nnU-Net training")
         except BaseException:
             if not events.started:
                 for path in reversed(created):
@@ -349,7 +479,7 @@ class NnUNetBackend:
 
     def predict(self, request: PredictRequest, options: Any, *, progress: ProgressSink) -> PredictResult:
         """Predict cases with one fold or an ensemble; outputs land atomically as ``<case>.nii.gz``."""
-        opts = _as_options(options)
+        opts = self.model_options(request.dataset, options)
         self.check(request, opts)
         out = request.output_dir
         from segkit.io import ensure_writable_dir
@@ -383,13 +513,12 @@ class NnUNetBackend:
                 }
                 progress.start("predicting", total=len(todo))
                 try:
-                    run_worker(
-                        WORKER,
+                    self._run(
                         "predict",
                         payload,
-                        env=nnunet_env(request.dataset, processes=processes),
-                        log_file=log,
-                        on_event=lambda e: progress.advance() if e.get("event") == "case_done" else None,
+                        self.env(request.dataset, processes=processes),
+                        log,
+                        lambda e: progress.advance() if e.get("event") == "case_done" else None,
                         what="nnU-Net prediction",
                     )
                 finally:
@@ -406,7 +535,7 @@ class NnUNetBackend:
                     raise BackendError(msg, hint=f"see {log}")
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-        _write_manifest(out, request, opts, files, skipped)
+        _write_manifest(out, self.name, request, opts, files, skipped)
         return PredictResult(output_dir=out, files=tuple(files), skipped=skipped, log_file=log)
 
 
@@ -428,17 +557,6 @@ def model_channel_order(model: Path) -> list[str]:
 def input_lists(cases: list[CaseImages], order: list[str]) -> list[list[str]]:
     """nnU-Net's list of channel files per case, in the model's channel `order`."""
     return [[str(Path(case.images[m]).resolve()) for m in order] for case in cases]
-
-
-def _as_options(options: Any) -> NnUNetOptions:
-    if isinstance(options, NnUNetOptions):
-        return options
-    if options is None:
-        return NnUNetOptions()
-    if isinstance(options, Mapping):
-        return NnUNetOptions.model_validate(dict(options))
-    msg = f"expected nnU-Net options, got {type(options).__name__}"
-    raise ConfigError(msg)
 
 
 def _fingerprint_is_stale(dataset: DatasetRef) -> bool:
@@ -481,7 +599,7 @@ def _preprocessed_ids(dataset: DatasetRef, data_id: str | None) -> list[str]:
 
 
 def _write_manifest(
-    out: Path, request: PredictRequest, opts: NnUNetOptions, files: list[Path], skipped: tuple[str, ...]
+    out: Path, backend: str, request: PredictRequest, opts: NnUNetOptions, files: list[Path], skipped: tuple[str, ...]
 ) -> None:
     from segkit import __version__
     from segkit.io import write_json
@@ -490,7 +608,7 @@ def _write_manifest(
         out / "segkit_predict.json",
         {
             "segkit_version": __version__,
-            "backend": "nnunet",
+            "backend": backend,
             "dataset": request.dataset.name,
             "model": layout.model_dir(request.dataset, opts).name,
             "folds": list(request.folds),

@@ -3,10 +3,15 @@
 The parent (`segkit.backends.nnunet.backend`) starts it with the ``nnUNet_*`` variables in its
 environment, so nnU-Net sees its folders from the first import. Everything nnU-Net prints goes to the
 run's log file; this module reports progress as JSON events (see `segkit.backends._process`).
+
+A backend built on the nnU-Net adapter may run this worker as it is, or a module of its own that ends
+with ``worker_main(HANDLERS)`` (adding or replacing handlers). Every payload names the backend's
+``network_modules``, which are imported before nnU-Net runs.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -25,16 +30,31 @@ def _dataset_id(name: str) -> int:
     return int(name[len("Dataset") : len("Dataset") + 3])
 
 
+def import_network_modules(payload: dict[str, Any]) -> None:
+    """Import the backend's network modules, so that a broken one fails here in one line.
+
+    Raises:
+        BackendError: A module cannot be imported.
+    """
+    for module in payload.get("network_modules") or ():
+        try:
+            importlib.import_module(module)
+        except Exception as err:
+            msg = f"network module {module} cannot be imported ({type(err).__name__}: {err})"
+            raise BackendError(msg) from err
+
+
 def plan(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    """Fingerprint, plan and (optionally) preprocess one dataset."""
+    """Fingerprint and plan one dataset (the parent edits the plans, then asks for `preprocess`)."""
     import nnunetv2
     from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprint_dataset,
         plan_experiment_dataset,
-        preprocess_dataset,
     )
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    import_network_modules(payload)
 
     class CappedFingerprintExtractor(DatasetFingerprintExtractor):
         def __init__(self, dataset_name_or_id: Any, num_processes: int = 8, verbose: bool = False) -> None:
@@ -71,15 +91,27 @@ def plan(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
         msg = f"planner {payload['planner']} wrote plans {plans_identifier}, not {payload['plans']}"
         raise BackendError(msg, hint="set the plans option to the planner's identifier")
     plans_path = Path(payload["preprocessed_dir"]) / f"{plans_identifier}.json"
-    available = list(json.loads(plans_path.read_text())["configurations"])
+    return {"plans_file": str(plans_path)}
+
+
+def preprocess(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    """Preprocess configurations of planned (and possibly edited) plans."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
+
+    import_network_modules(payload)
+    dataset_id = _dataset_id(payload["dataset"])
     done: list[str] = []
-    if payload["preprocess"]:
-        wanted = [c for c in payload["configurations"] if c in available]
-        for configuration in wanted:
-            emit("stage", name=f"preprocessing {configuration}")
-            preprocess_dataset(dataset_id, plans_identifier, [configuration], [n_proc], show_progress_bar=False)
-            done.append(configuration)
-    return {"plans_file": str(plans_path), "available": available, "preprocessed": done}
+    for configuration in payload["configurations"]:
+        emit("stage", name=f"preprocessing {configuration}")
+        preprocess_dataset(
+            dataset_id,
+            payload["plans"],
+            [configuration],
+            [int(payload["num_processes"])],
+            show_progress_bar=False,
+        )
+        done.append(configuration)
+    return {"preprocessed": done}
 
 
 def _check_pretrained(trainer: Any, path: str) -> None:
@@ -173,6 +205,15 @@ def train(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint, run_training
 
+    from segkit.backends.nnunet.trainers import find_trainer
+
+    import_network_modules(payload)
+    if payload.get("base_trainer"):
+        # A wrong --trainer fails here in one line, not as a missing derived trainer deep inside nnU-Net.
+        try:
+            find_trainer(payload["base_trainer"])
+        except RuntimeError as err:
+            raise BackendError(str(err), hint="check --trainer (and the backend's trainer folders)") from err
     fold: Any = payload["fold"]
     device = torch.device(payload["device"])
     if payload["num_gpus"] > 1:
@@ -254,6 +295,7 @@ def predict(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    import_network_modules(payload)
     device = torch.device(payload["device"])
     predictor = nnUNetPredictor(
         tile_step_size=float(payload["tile_step_size"]),
@@ -302,5 +344,8 @@ def predict(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
     return {"n": len(payload["inputs"])}
 
 
+HANDLERS = {"plan": plan, "preprocess": preprocess, "train": train, "predict": predict}
+"""The actions of this worker (a derived backend's worker may extend them)."""
+
 if __name__ == "__main__":
-    worker_main({"plan": plan, "train": train, "predict": predict})
+    worker_main(HANDLERS)
