@@ -79,7 +79,7 @@ def test_one_prediction_folder_keeps_the_report_folder_and_defaults(trained: Pat
     flags = {"infer.fold": 0, "infer.output": tmp_path / "one", "infer.run_evaluation": True}
     (one,) = api.predict(config(trained, **flags))
     assert one.evaluation is not None
-    assert one.evaluation.paths.combined.parent == tmp_path / "one" / "evaluation"
+    assert one.evaluation.paths.combined.parent == tmp_path / "one-evaluation"
 
 
 def test_fold_placeholder_in_reports_of_an_ensemble_is_refused_before_predicting(trained: Path, tmp_path: Path) -> None:

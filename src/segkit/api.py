@@ -553,4 +553,3 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
     if evaluation.failed:
         raise UnscoredReferencesError(result)
     return result
-
