@@ -32,8 +32,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from segkit.errors import BackendError, ConfigError, MissingDependencyError
 
@@ -139,10 +139,10 @@ def ssd_scan(
     chunk = max(1, min(chunk_size, length))
     pad = (-length) % chunk
     if pad:
-        x = F.pad(x, (0, 0, 0, 0, 0, pad))
-        dt = F.pad(dt, (0, 0, 0, pad))
-        b = F.pad(b, (0, 0, 0, 0, 0, pad))
-        c = F.pad(c, (0, 0, 0, 0, 0, pad))
+        x = functional.pad(x, (0, 0, 0, 0, 0, pad))
+        dt = functional.pad(dt, (0, 0, 0, pad))
+        b = functional.pad(b, (0, 0, 0, 0, 0, pad))
+        c = functional.pad(c, (0, 0, 0, 0, 0, pad))
     n_chunks = (length + pad) // chunk
     xdt = (x * dt[..., None]).reshape(batch, n_chunks, chunk, heads, headdim)
     b = b.reshape(batch, n_chunks, chunk, heads, d_state)
@@ -160,7 +160,7 @@ def ssd_scan(
 
     # 3. Pass states across chunks (a recurrence over chunks, written as one product), zero initial state.
     states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)
-    decay_chunks = torch.exp(_segsum(F.pad(cum[..., -1], (1, 0))))  # (b, h, chunks+1, chunks+1)
+    decay_chunks = torch.exp(_segsum(functional.pad(cum[..., -1], (1, 0))))  # (b, h, chunks+1, chunks+1)
     states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunks, states)[:, :-1]  # state entering each chunk
 
     # 4. What the entering state contributes to each position of its chunk.
@@ -177,16 +177,14 @@ class RMSNormGated(nn.Module):
         group_size: channels normalised together (``hidden_size // ngroups``).
     """
 
-    def __init__(
-        self, hidden_size: int, eps: float = 1e-5, group_size: int | None = None, **factory: Any
-    ) -> None:
+    def __init__(self, hidden_size: int, eps: float = 1e-5, group_size: int | None = None, **factory: Any) -> None:
         super().__init__()
         self.eps = eps
         self.group_size = group_size or hidden_size
         self.weight = nn.Parameter(torch.ones(hidden_size, **factory))
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        y = y * F.silu(z)
+        y = y * functional.silu(z)
         grouped = y.reshape(*y.shape[:-1], -1, self.group_size)
         grouped = grouped * torch.rsqrt(grouped.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return grouped.reshape(y.shape) * self.weight
@@ -297,12 +295,12 @@ class Mamba2Mixer(nn.Module):
         z, xbc, dt = torch.split(
             self.in_proj(u), [self.d_inner, self.d_inner + 2 * self.ngroups * self.d_state, self.nheads], dim=-1
         )
-        xbc = F.silu(self.conv1d(xbc.transpose(1, 2))[..., :length].transpose(1, 2))  # causal: drop the tail
+        xbc = functional.silu(self.conv1d(xbc.transpose(1, 2))[..., :length].transpose(1, 2))  # causal: drop the tail
         x, b, c = torch.split(xbc, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         x = x.reshape(batch, length, self.nheads, self.headdim)
         y = ssd_scan(
             x,
-            F.softplus(dt + self.dt_bias),
+            functional.softplus(dt + self.dt_bias),
             -torch.exp(self.A_log),
             b.reshape(batch, length, self.ngroups, self.d_state),
             c.reshape(batch, length, self.ngroups, self.d_state),

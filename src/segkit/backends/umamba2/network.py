@@ -100,7 +100,7 @@ class UMambaBot2(ResidualEncoderUNet):
             input_channels,
             n_stages,
             features_per_stage,
-            conv_op,  # type: ignore[arg-type]
+            conv_op,
             kernel_sizes,
             strides,
             n_blocks_per_stage,
@@ -108,14 +108,14 @@ class UMambaBot2(ResidualEncoderUNet):
             n_conv_per_stage_decoder,
             conv_bias,
             norm_op,
-            norm_op_kwargs,  # type: ignore[arg-type]
-            dropout_op,  # type: ignore[arg-type]
-            dropout_op_kwargs,  # type: ignore[arg-type]
+            norm_op_kwargs,
+            dropout_op,
+            dropout_op_kwargs,
             nonlin,
-            nonlin_kwargs,  # type: ignore[arg-type]
+            nonlin_kwargs,
             deep_supervision,
-            bottleneck_channels=bottleneck_channels,  # type: ignore[arg-type]
-            stem_channels=stem_channels,  # type: ignore[arg-type]
+            bottleneck_channels=bottleneck_channels,
+            stem_channels=stem_channels,
             **extra,
         )
         self.mamba_layer = MambaLayer(
@@ -133,4 +133,4 @@ class UMambaBot2(ResidualEncoderUNet):
         """Segment (batch, input_channels, *patch); logits per class, a list when deep supervision is on."""
         skips = self.encoder(x)
         skips[-1] = self.mamba_layer(skips[-1])
-        return self.decoder(skips)  # type: ignore[no-any-return]
+        return self.decoder(skips)
