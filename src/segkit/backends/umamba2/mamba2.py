@@ -49,6 +49,7 @@ _MAMBA_HINT = "install segkit's `mamba` extra on a CUDA machine (see docs/benchm
 def _load_fused() -> tuple[Callable[..., torch.Tensor] | None, str]:
     """mamba-ssm's fused kernel and an empty string, or None and why it cannot be imported (cached)."""
     try:
+        import causal_conv1d  # noqa: F401 - the fused kernel's convolution; without it the kernel fails late
         from mamba_ssm.ops.triton.ssd_combined import mamba_split_conv1d_scan_combined
     except Exception as exc:  # mamba-ssm's import fails in many ways (missing CUDA extensions, triton, ...)
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
