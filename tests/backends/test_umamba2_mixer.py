@@ -70,7 +70,15 @@ def _naive_mixer(m: Mamba2Mixer, u):
 
 def _mixer(**kw) -> Mamba2Mixer:
     torch.manual_seed(0)
-    args = {"d_model": 16, "d_state": 8, "d_conv": 4, "expand": 2, "headdim": 8, "chunk_size": 8, "kernel": "torch"}
+    args = {
+        "d_model": 16,
+        "d_state": 8,
+        "d_conv": 4,
+        "expand": 2,
+        "headdim": 8,
+        "torch_chunk_size": 8,
+        "kernel": "torch",
+    }
     m = Mamba2Mixer(**{**args, **kw}).double()
     with torch.no_grad():  # larger steps than the init's so that the decay matters over a few tokens
         m.dt_bias.add_(2.0)
@@ -127,7 +135,7 @@ def test_mixer_equals_naive_layer_forward_and_backward(batch: int, length: int, 
 
 
 def test_gradcheck_tiny() -> None:
-    m = _mixer(d_model=4, d_state=2, d_conv=2, headdim=4, chunk_size=2)
+    m = _mixer(d_model=4, d_state=2, d_conv=2, headdim=4, torch_chunk_size=2)
     u = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True, generator=torch.Generator().manual_seed(5))
     assert torch.autograd.gradcheck(m, (u,), eps=1e-6, atol=1e-5)
     g = torch.Generator().manual_seed(6)

@@ -87,6 +87,7 @@ def test_seed_configuration_has_142_1_m_parameters_and_0_642_m_in_mamba() -> Non
 
 def test_mixer_keywords_come_from_arch_kwargs() -> None:
     arch = {**TINY_ARCH, "d_state": 6, "d_conv": 3, "expand": 4, "headdim": 16, "ngroups": 2, "chunk_size": 5}
+    arch["torch_chunk_size"] = 7
     net = _from_plans(arch)
     mixer = net.mamba_layer.mamba
     assert (mixer.d_state, mixer.d_conv, mixer.d_inner, mixer.nheads, mixer.ngroups, mixer.chunk_size) == (
@@ -97,7 +98,7 @@ def test_mixer_keywords_come_from_arch_kwargs() -> None:
         2,
         5,
     )
-    assert mixer.kernel == "torch"
+    assert (mixer.torch_chunk_size, mixer.kernel) == (7, "torch")
 
 
 def test_defaults_are_u_mamba2s() -> None:
@@ -106,7 +107,7 @@ def test_defaults_are_u_mamba2s() -> None:
     net = _from_plans({**resenc_only, "features_per_stage": [4, 8, 40]}, init=False)
     mixer = net.mamba_layer.mamba
     assert (mixer.d_state, mixer.d_conv, mixer.expand, mixer.headdim, mixer.ngroups) == (32, 4, 2, 80, 1)
-    assert (mixer.chunk_size, mixer.kernel) == (256, "auto")
+    assert (mixer.chunk_size, mixer.torch_chunk_size, mixer.kernel) == (256, 64, "auto")
 
 
 def test_forward_backward_with_deep_supervision() -> None:

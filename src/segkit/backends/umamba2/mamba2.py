@@ -201,7 +201,9 @@ class Mamba2Mixer(nn.Module):
         expand: ``d_inner = expand * d_model``.
         headdim: channels per head; ``d_inner`` must be a multiple of it.
         ngroups: groups of heads sharing B and C; must divide the number of heads.
-        chunk_size: tokens per chunk of the scan (mamba-ssm's default 256; results do not depend on it).
+        chunk_size: tokens per chunk of mamba-ssm's kernel (its default 256).
+        torch_chunk_size: tokens per chunk of the PyTorch scan: 64 is the fastest on a CPU
+            (docs/benchmarks.md). Neither chunk size changes the result, only the speed.
         kernel: ``"auto"``, ``"torch"`` or ``"mamba-ssm"`` (see the module docstring).
         dt_min, dt_max, dt_init_floor, A_init_range: initialisation ranges, as in `Mamba2Simple`.
         device, dtype: for the parameters.
@@ -225,6 +227,7 @@ class Mamba2Mixer(nn.Module):
         headdim: int = 80,
         ngroups: int = 1,
         chunk_size: int = 256,
+        torch_chunk_size: int = 64,
         kernel: str = "auto",
         dt_min: float = 0.001,
         dt_max: float = 0.1,
@@ -242,8 +245,8 @@ class Mamba2Mixer(nn.Module):
         if ngroups <= 0 or nheads % ngroups:
             msg = f"Mamba2: ngroups {ngroups} does not divide the {nheads} heads"
             raise ConfigError(msg)
-        if chunk_size <= 0:
-            msg = f"Mamba2: chunk_size must be positive, got {chunk_size}"
+        if chunk_size <= 0 or torch_chunk_size <= 0:
+            msg = f"Mamba2: chunk sizes must be positive, got {chunk_size} and {torch_chunk_size}"
             raise ConfigError(msg)
         if kernel not in KERNELS:
             msg = f"unknown Mamba2 kernel {kernel!r}; choose one of {', '.join(KERNELS)}"
@@ -254,7 +257,7 @@ class Mamba2Mixer(nn.Module):
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner, self.headdim, self.nheads, self.ngroups = d_inner, headdim, nheads, ngroups
-        self.chunk_size, self.kernel = chunk_size, kernel
+        self.chunk_size, self.torch_chunk_size, self.kernel = chunk_size, torch_chunk_size, kernel
 
         # Creation order fixes the state-dict order; it is Mamba2Simple's.
         self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * ngroups * d_state + nheads, bias=False, **factory)
@@ -305,7 +308,7 @@ class Mamba2Mixer(nn.Module):
             -torch.exp(self.A_log),
             b.reshape(batch, length, self.ngroups, self.d_state),
             c.reshape(batch, length, self.ngroups, self.d_state),
-            self.chunk_size,
+            self.torch_chunk_size,
         )
         y = y + x * self.D[:, None]
         return self.out_proj(self.norm(y.reshape(batch, length, self.d_inner), z))

@@ -8,7 +8,7 @@ last skip before nnU-Net's `UNetDecoder`; deep supervision is the decoder's.
 
 nnU-Net builds it from plans by its dotted name, ``segkit.backends.umamba2.network.UMambaBot2``, with
 ``arch_kwargs`` as for `ResidualEncoderUNet` plus the mixer's keywords (``d_state``, ``d_conv``,
-``expand``, ``headdim``, ``ngroups``, ``chunk_size``, ``mamba_kernel``) and the usual
+``expand``, ``headdim``, ``ngroups``, ``chunk_size``, ``torch_chunk_size``, ``mamba_kernel``) and the usual
 ``_kw_requires_import`` for ``conv_op``/``norm_op``/``dropout_op``/``nonlin``.
 """
 
@@ -52,7 +52,8 @@ class UMambaBot2(ResidualEncoderUNet):
 
     Args:
         input_channels ... stem_channels: exactly `ResidualEncoderUNet`'s (nnU-Net's ``arch_kwargs``).
-        d_state, d_conv, expand, headdim, ngroups, chunk_size: the Mamba2 mixer's (defaults as U-Mamba2).
+        d_state, d_conv, expand, headdim, ngroups, chunk_size, torch_chunk_size: `Mamba2Mixer`'s
+            (defaults as U-Mamba2's).
         mamba_kernel: ``"auto"``, ``"torch"`` or ``"mamba-ssm"`` (see `segkit.backends.umamba2.mamba2`).
 
     Raises:
@@ -93,6 +94,7 @@ class UMambaBot2(ResidualEncoderUNet):
         headdim: int = 80,
         ngroups: int = 1,
         chunk_size: int = 256,
+        torch_chunk_size: int = 64,
         mamba_kernel: str = "auto",
     ) -> None:
         extra = {} if block is None else {"block": block}  # None keeps ResidualEncoderUNet's BasicBlockD
@@ -126,6 +128,7 @@ class UMambaBot2(ResidualEncoderUNet):
             headdim=headdim,
             ngroups=ngroups,
             chunk_size=chunk_size,
+            torch_chunk_size=torch_chunk_size,
             kernel=mamba_kernel,
         )
 
