@@ -39,10 +39,12 @@ from segkit.errors import BackendError, ConfigError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
-Kernel = Literal["auto", "torch", "mamba-ssm"]
 KERNELS: tuple[str, ...] = ("auto", "torch", "mamba-ssm")
 
-_MAMBA_HINT = "install segkit's `mamba` extra on a CUDA machine (see docs/benchmarks.md), or use kernel 'torch'"
+_MAMBA_HINT = (
+    "install mamba-ssm and causal-conv1d (segkit's `mamba` extra; built against the local CUDA toolkit) on a "
+    "CUDA machine, or use kernel 'torch'"
+)
 
 
 @functools.lru_cache(maxsize=1)
