@@ -61,6 +61,47 @@ def _from_plans(arch: dict, *, deep_supervision: bool = True, channels: int = 4,
     )
 
 
+def test_nnunet_trainer_builds_it_from_an_inheriting_plans_configuration() -> None:
+    """The seed's way: a configuration inheriting 3d_fullres with a whole `architecture` block naming us."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    resenc = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+    mamba_arch = {k: v for k, v in TINY_ARCH.items() if k != "mamba_kernel"}
+    resenc_arch = {k: v for k, v in mamba_arch.items() if k not in ("headdim", "d_state")}
+    plans = {
+        "configurations": {
+            "3d_fullres": {
+                "patch_size": [16, 16, 16],
+                "batch_size": 2,
+                "architecture": {
+                    "network_class_name": resenc,
+                    "arch_kwargs": resenc_arch,
+                    "_kw_requires_import": REQUIRES_IMPORT,
+                },
+            },
+            "3d_fullres_umamba2": {
+                "inherits_from": "3d_fullres",
+                "batch_size": 1,
+                "architecture": {
+                    "network_class_name": NAME,
+                    "arch_kwargs": mamba_arch,
+                    "_kw_requires_import": REQUIRES_IMPORT,
+                },
+            },
+        }
+    }
+    manager = PlansManager(plans)
+    config = manager.get_configuration("3d_fullres_umamba2")
+    assert config.patch_size == [16, 16, 16]  # inherited
+    net = nnUNetTrainer.build_network_architecture(manager, config, 4, 3, enable_deep_supervision=True)
+    assert isinstance(net, UMambaBot2)
+    assert net.mamba_layer.mamba.headdim == 8
+    assert len(net(torch.randn(1, 4, 16, 16, 16))) == 2
+    plain = nnUNetTrainer.build_network_architecture(manager, manager.get_configuration("3d_fullres"), 4, 3)
+    assert not hasattr(plain, "mamba_layer")
+
+
 def test_seed_configuration_has_142_1_m_parameters_and_0_642_m_in_mamba() -> None:
     with torch.device("meta"):
         net = _from_plans(SEED_ARCH, channels=1, classes=2, init=False)
