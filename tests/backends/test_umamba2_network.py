@@ -229,13 +229,24 @@ def test_state_dict_round_trip_through_plans() -> None:
 @pytest.mark.gpu
 def test_amp_training_step_on_cuda_is_finite() -> None:
     torch.manual_seed(0)
-    arch = {**SEED_ARCH, "mamba_kernel": "auto"}
+    # Five stages ending at the seed's 320 bottleneck channels (so the mixer is U-Mamba2's), small enough for
+    # any GPU: 64^3 patches give a 4x4x4 bottleneck, 64 tokens.
+    arch = {
+        **SEED_ARCH,
+        "n_stages": 5,
+        "features_per_stage": [16, 32, 64, 128, 320],
+        "kernel_sizes": [[3, 3, 3]] * 5,
+        "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+        "n_blocks_per_stage": [1, 2, 2, 2, 2],
+        "n_conv_per_stage_decoder": [1, 1, 1, 1],
+        "mamba_kernel": "auto",
+    }
     net = _from_plans(arch, channels=1, classes=3).cuda()
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     scaler = torch.amp.GradScaler("cuda")
-    x = torch.randn(1, 1, 64, 128, 128, device="cuda")  # bottleneck 2x2x2 = 8 tokens
-    target = torch.randint(0, 3, (1, 64, 128, 128), device="cuda")
-    for _ in range(2):
+    x = torch.randn(2, 1, 64, 64, 64, device="cuda")
+    target = torch.randint(0, 3, (2, 64, 64, 64), device="cuda")
+    for _ in range(3):
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.float16):
             outs = net(x)
