@@ -1,11 +1,20 @@
-"""Run independent per-case work in a local process pool, reporting progress."""
+"""Run independent per-case work in a local process pool, reporting progress.
+
+Ctrl-C is the parent's business only: workers start with SIGINT blocked (a blocked signal mask survives
+the spawn's fork and exec, as CPython's own resource tracker relies on), so a Ctrl-C sent to the
+terminal's process group reaches the parent alone and never prints a worker traceback, even while a
+worker is still importing. The parent then cancels what has not started, terminates the workers and
+re-raises `KeyboardInterrupt`; the CLI turns that into one line and exit 130.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import TypeVar
 
 from segkit.progress import NullProgress, ProgressSink
@@ -14,6 +23,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_AUTO_WORKERS = 8
+
+_POLL_S = 0.2
+"""How often the parent wakes while waiting for workers, so a Ctrl-C is handled promptly."""
 
 
 def resolve_workers(workers: int, n_items: int) -> int:
@@ -36,7 +48,9 @@ def map_cases(
     With one worker (or one item) the work runs in this process; otherwise in a pool of spawned
     processes, so `fn` and the items must be picklable (a module-level function or a
     `functools.partial` of one). Spawned rather than forked workers are safe when torch or other
-    threaded libraries are already loaded in the parent.
+    threaded libraries are already loaded in the parent. On any exception in the parent (a worker's
+    error, `KeyboardInterrupt`) items not yet started are cancelled and the workers are terminated
+    before the exception propagates.
 
     Args:
         fn: The per-item function.
@@ -55,18 +69,64 @@ def map_cases(
                 results.append(fn(item))
                 progress.advance()
             return results
-        out: list[R | None] = [None] * len(items)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            try:
-                for future in as_completed(futures):
-                    out[futures[future]] = future.result()
-                    progress.advance()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        return out  # type: ignore[return-value]
+        return _map_in_pool(fn, items, n_workers, progress)
     finally:
         progress.finish()
+
+
+def _map_in_pool(fn: Callable[[T], R], items: Sequence[T], n_workers: int, progress: ProgressSink) -> list[R]:
+    out: list[R | None] = [None] * len(items)
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_ignore_sigint)
+    futures: dict[Future[R], int] = {}
+    try:
+        with _sigint_blocked():
+            # The pool spawns its workers inside `submit`, so every worker inherits the blocked mask.
+            for i, item in enumerate(items):
+                futures[pool.submit(fn, item)] = i
+        pending = set(futures)
+        while pending:
+            # A bounded wait: an untimed one would hold off KeyboardInterrupt until a case finishes.
+            done, pending = wait(pending, timeout=_POLL_S, return_when="FIRST_COMPLETED")
+            for future in done:
+                out[futures[future]] = future.result()
+                progress.advance()
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+    return out  # type: ignore[return-value]
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the items not started and terminate the workers, quietly.
+
+    Futures are cancelled only through ``shutdown(cancel_futures=True)``: the pool's manager thread then
+    drops them itself, whereas cancelling them from here races with that thread, which may still try to
+    set their result (``InvalidStateError: CANCELLED`` printed from a thread).
+    """
+    pool.shutdown(wait=False, cancel_futures=True)
+    # The executor has no public way to stop running items; its process table is the only handle.
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            process.terminate()
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Hold SIGINT back while workers are spawned; one that arrives meanwhile is delivered afterwards."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, nothing to inherit
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is handled by the parent (see the module docstring)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
