@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import TypeVar
@@ -80,7 +81,7 @@ def _map_in_pool(fn: Callable[[T], R], items: Sequence[T], n_workers: int, progr
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_ignore_sigint)
     futures: dict[Future[R], int] = {}
     try:
-        with _sigint_blocked():
+        with _sigint_deferred():
             # The pool spawns its workers inside `submit`, so every worker inherits the blocked mask.
             for i, item in enumerate(items):
                 futures[pool.submit(fn, item)] = i
@@ -115,16 +116,27 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
 
 @contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Hold SIGINT back while workers are spawned; one that arrives meanwhile is delivered afterwards."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, nothing to inherit
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def _sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT back while workers are spawned; one that arrives meanwhile is raised afterwards.
+
+    Two parts: the blocked mask is what the spawned workers inherit; the recording handler keeps this
+    process from raising `KeyboardInterrupt` mid-spawn (which would leave a worker reading a half-written
+    start-up pipe), since another thread that does not block SIGINT (rich's display) can still receive it.
+    """
+    arrived: list[int] = []
+    in_main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum)) if in_main else None
+    masked = hasattr(signal, "pthread_sigmask")  # Windows has no signal masks (and spawns differently)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else set()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if masked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if in_main:
+            signal.signal(signal.SIGINT, handler)
+    if arrived:
+        raise KeyboardInterrupt
 
 
 def _ignore_sigint() -> None:
