@@ -163,6 +163,7 @@ def make_gifs(
     for c in cases:
         require_files(c, (modality,), labels=overlay, hint="drop --overlay to animate the images alone")
     refuse_inside(Path(output_dir), [root], what="data root", hint="choose another --output-dir")
+    created = _missing_folders(Path(output_dir))
     output_dir = ensure_writable_dir(Path(output_dir))
     jobs = [
         GifJob(
@@ -188,6 +189,29 @@ def make_gifs(
     written = [r for r in results if isinstance(r, GifOutcome)]
     failed = [r for r in results if isinstance(r, str)]
     if failed:
-        hint = f"{len(failed)} of {len(jobs)} case(s) failed; the other {len(written)} GIF(s) are in {output_dir}"
+        if written:
+            hint = f"{len(failed)} of {len(jobs)} case(s) failed; the other {len(written)} GIF(s) are in {output_dir}"
+        else:
+            # Nothing to show for the run: leave no empty folder behind either.
+            _remove_empty(created)
+            hint = ("the case" if len(jobs) == 1 else f"all {len(jobs)} cases") + " failed; no GIF was written"
         raise DataError(failed[0], hint=hint)
     return written
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that creating `folder` would create, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders this run created (deepest first), stopping at one that is not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
