@@ -1,7 +1,8 @@
 """Benchmark segkit's start-up: ``--help``, ``eval --help`` and a one-case ``segkit eval``, beside ``import typer``.
 
 Every row is a fresh process, timed wall-clock from start to exit; a row's figure is the median of N runs
-(default 7) after one discarded warm-up run. The warm-up also writes the bytecode caches
+(default 7) after one discarded warm-up run; the CPU time (user + system) is printed beside it,
+because on a shared machine the wall clock also measures the neighbours. The warm-up also writes the bytecode caches
 (``PYTHONDONTWRITEBYTECODE`` is removed from the children's environment), as an installed package has
 them; without them every run would compile segkit, matplotlib and scipy from source and measure that.
 
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -76,39 +78,49 @@ def _write_case(folder: Path) -> tuple[Path, Path]:
     return gt_path.parent, folder / "pred"
 
 
-def _time(row: Row, env: dict[str, str]) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _time(row: Row, env: dict[str, str]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (user + system, the process and its children) of one run."""
     if row.out_dir is not None:
         shutil.rmtree(row.out_dir, ignore_errors=True)
+    cpu = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(row.argv, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         msg = f"{' '.join(row.argv)} exited {done.returncode}:\n{done.stderr[-2000:]}"
         raise SystemExit(msg)
-    return seconds
+    return seconds, _children_cpu() - cpu
 
 
-def measure(rows: Sequence[Row], runs: int) -> dict[str, list[float]]:
-    """Seconds of every run of every row; rows interleaved run by run, so drifting load hits all alike."""
+def measure(rows: Sequence[Row], runs: int) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds of every run of every row; rows interleaved run by run, so drifting load hits all."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["COLUMNS"] = "100"
     for row in rows:
         _time(row, env)  # warm-up: file cache, bytecode caches, matplotlib's font cache
-    seconds: dict[str, list[float]] = {row.name: [] for row in rows}
+    seconds: dict[str, dict[str, list[float]]] = {row.name: {"wall": [], "cpu": []} for row in rows}
     for _ in range(runs):
         for row in rows:
-            seconds[row.name].append(_time(row, env))
+            wall, cpu = _time(row, env)
+            seconds[row.name]["wall"].append(wall)
+            seconds[row.name]["cpu"].append(cpu)
     return seconds
 
 
-def _table(rows: Sequence[Row], seconds: dict[str, list[float]]) -> list[list[str]]:
-    table = [["command", "median s", "min s", "max s", "target s", ""]]
+def _table(rows: Sequence[Row], seconds: dict[str, dict[str, list[float]]]) -> list[list[str]]:
+    table = [["command", "median s", "min s", "max s", "median CPU s", "target s", ""]]
     for row in rows:
-        values = seconds[row.name]
-        median = statistics.median(values)
+        wall, cpu = seconds[row.name]["wall"], seconds[row.name]["cpu"]
+        median = statistics.median(wall)
         verdict = "" if row.target is None else ("ok" if median <= row.target else "over")
         target = "-" if row.target is None else f"{row.target:.1f}"
-        table.append([f"`{row.name}`", f"{median:.2f}", f"{min(values):.2f}", f"{max(values):.2f}", target, verdict])
+        cells = [f"{median:.2f}", f"{min(wall):.2f}", f"{max(wall):.2f}", f"{statistics.median(cpu):.2f}"]
+        table.append([f"`{row.name}`", *cells, target, verdict])
     return table
 
 
