@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segkit._parallel import map_cases
+from segkit.conventions import OVERLAY_ALPHA, WINDOW_PERCENTILES
 from segkit.data.cases import Case, discover_cases
 from segkit.errors import DataError, OutputError, did_you_mean
 from segkit.progress import ProgressSink
@@ -29,9 +30,9 @@ class GifJob:
     step: int = 1
     overlay: bool = False
     style: OverlayStyle = "fill"
-    alpha: float = 0.4
+    alpha: float = OVERLAY_ALPHA
     frame_ms: int = 80
-    percentiles: tuple[float, float] = (0.5, 99.5)
+    percentiles: tuple[float, float] = WINDOW_PERCENTILES
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,9 @@ def make_gifs(
     step: int = 1,
     overlay: bool = False,
     style: OverlayStyle = "fill",
-    alpha: float = 0.4,
+    alpha: float = OVERLAY_ALPHA,
     frame_ms: int = 80,
-    percentiles: tuple[float, float] = (0.5, 99.5),
+    percentiles: tuple[float, float] = WINDOW_PERCENTILES,
     overwrite: bool = False,
     workers: int = 0,
     progress: ProgressSink | None = None,
