@@ -106,13 +106,18 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     drops them itself, whereas cancelling them from here races with that thread, which may still try to
     set their result (``InvalidStateError: CANCELLED`` printed from a thread).
     """
+    # The executor has no public way to stop running items; its process table (which `shutdown`
+    # forgets, so it is read first) is the only handle.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    # The executor has no public way to stop running items; its process table is the only handle.
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             process.terminate()
     with contextlib.suppress(Exception):
         pool.shutdown(wait=True)
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AttributeError, AssertionError):
+            process.join(timeout=5)
 
 
 @contextlib.contextmanager
