@@ -9,10 +9,12 @@ import operator
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from segkit._parallel import map_cases
+from segkit.io import atomic_path
 from segkit.progress import RecordingProgress
 
 
@@ -46,3 +48,23 @@ def test_keyboard_interrupt_in_the_parent_stops_the_workers_promptly() -> None:
     assert time.monotonic() - start < 15
     assert multiprocessing.active_children() == []
     assert not [t for t in threading.enumerate() if "QueueManager" in t.name or "ExecutorManager" in t.name]
+
+
+def _write_slowly(dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        time.sleep(30)
+        tmp.write_text("whole")
+
+
+def test_stopped_workers_leave_no_temporary_files(tmp_path: Path) -> None:
+    items = [tmp_path / f"{n}.txt" for n in range(3)]
+    timer = threading.Timer(3.0, signal.raise_signal, args=(signal.SIGINT,))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            map_cases(_write_slowly, items, workers=2)
+    finally:
+        timer.cancel()
+    assert multiprocessing.active_children() == []
+    assert list(tmp_path.iterdir()) == []

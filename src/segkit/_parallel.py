@@ -3,8 +3,9 @@
 Ctrl-C is the parent's business only: workers start with SIGINT blocked (a blocked signal mask survives
 the spawn's fork and exec, as CPython's own resource tracker relies on), so a Ctrl-C sent to the
 terminal's process group reaches the parent alone and never prints a worker traceback, even while a
-worker is still importing. The parent then cancels what has not started, terminates the workers and
-re-raises `KeyboardInterrupt`; the CLI turns that into one line and exit 130.
+worker is still importing. The parent then cancels what has not started, terminates the workers (they
+unwind their current item, so its temporary files are removed, and exit; a worker still there after a
+second is killed) and re-raises `KeyboardInterrupt`; the CLI turns that into one line and exit 130.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import TypeVar
@@ -24,6 +26,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_AUTO_WORKERS = 8
+
+_GRACE_S = 1.0
+"""How long stopped workers get to remove their temporary files before they are killed."""
 
 _POLL_S = 0.2
 """How often the parent wakes while waiting for workers, so a Ctrl-C is handled promptly."""
@@ -78,13 +83,13 @@ def map_cases(
 def _map_in_pool(fn: Callable[[T], R], items: Sequence[T], n_workers: int, progress: ProgressSink) -> list[R]:
     out: list[R | None] = [None] * len(items)
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_ignore_sigint)
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_init_worker)
     futures: dict[Future[R], int] = {}
     try:
         with _sigint_deferred():
             # The pool spawns its workers inside `submit`, so every worker inherits the blocked mask.
             for i, item in enumerate(items):
-                futures[pool.submit(fn, item)] = i
+                futures[pool.submit(_run_item, fn, item)] = i
         pending = set(futures)
         while pending:
             # A bounded wait: an untimed one would hold off KeyboardInterrupt until a case finishes.
@@ -115,9 +120,15 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             process.terminate()
     with contextlib.suppress(Exception):
         pool.shutdown(wait=True)
+    # A terminated worker unwinds (see `_init_worker`); one that has not gone within the grace time
+    # (stuck in a C call, or blocked writing its last result) is killed.
+    deadline = time.monotonic() + _GRACE_S
     for process in processes:
         with contextlib.suppress(OSError, ValueError, AttributeError, AssertionError):
-            process.join(timeout=5)
+            process.join(timeout=max(deadline - time.monotonic(), 0.0))
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=1.0)
 
 
 @contextlib.contextmanager
@@ -144,6 +155,32 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _ignore_sigint() -> None:
-    """Worker initializer: Ctrl-C is handled by the parent (see the module docstring)."""
+def _init_worker() -> None:
+    """Worker initializer: Ctrl-C is the parent's (see the module docstring); SIGTERM unwinds.
+
+    The parent stops running items with SIGTERM. Raising `SystemExit` for it (instead of dying on the
+    spot) runs the item's ``finally`` blocks, so `segkit.io.atomic_path` and `staged_dir` remove their
+    temporary files and nothing partial is left beside the outputs.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+_stopping = False
+"""Set in a worker by the parent's SIGTERM."""
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    global _stopping  # per-process state of a worker, set from its signal handler
+    _stopping = True
+    raise SystemExit(128 + signum)
+
+
+def _run_item(fn: Callable[[T], R], item: T) -> R:
+    """Run one item in a worker; once stopped, leave at once instead of taking the next queued item."""
+    try:
+        return fn(item)
+    except SystemExit:
+        if _stopping:  # the item's finally blocks have run; the pool would otherwise start another
+            os._exit(128 + signal.SIGTERM)
+        raise
