@@ -150,7 +150,8 @@ def _sigint_deferred() -> Iterator[None]:
         if masked:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if in_main:
-            signal.signal(signal.SIGINT, handler)
+            # None: the old handler was installed outside Python; the default is the closest match.
+            signal.signal(signal.SIGINT, signal.SIG_DFL if handler is None else handler)
     if arrived:
         raise KeyboardInterrupt
 
