@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from _helpers import write_nifti
 
-from segkit.errors import DataError, OutputError
+from segkit.errors import ConfigError, DataError, OutputError
 from segkit.io import (
+    NAME_MAX,
     Volume,
     as_labels,
     atomic_path,
+    check_name_length,
     grid_mismatch,
     json_text,
     label_problem,
@@ -195,3 +197,43 @@ def test_output_dirs_removes_only_the_empty_folders_it_made(tmp_path: Path) -> N
     with output_dirs([tmp_path / "c"]):
         pass
     assert (tmp_path / "c").is_dir()
+
+
+@pytest.mark.parametrize("length", [200, 250, 255])
+def test_atomic_path_temp_name_fits_the_name_limit(tmp_path: Path, length: int) -> None:
+    name = "a" * (length - len(".nii.gz")) + ".nii.gz"
+    dest = tmp_path / name
+    with atomic_path(dest) as tmp:
+        assert len(os.fsencode(tmp.name)) <= NAME_MAX
+        assert tmp.name.endswith(".tmp.nii.gz")
+        tmp.write_bytes(b"ok")
+    assert dest.read_bytes() == b"ok"
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_atomic_path_multibyte_name_is_cut_on_a_character(tmp_path: Path) -> None:
+    dest = tmp_path / ("é" * 125 + ".json")  # 255 bytes
+    with atomic_path(dest) as tmp:
+        assert len(os.fsencode(tmp.name)) <= NAME_MAX
+        tmp.write_text("{}")
+    assert dest.read_text() == "{}"
+
+
+def test_names_over_the_limit_are_usage_errors(tmp_path: Path) -> None:
+    for dest in (tmp_path / ("b" * 256), tmp_path / ("ü" * 128) / "x.json"):
+        with pytest.raises(ConfigError, match="name too long"), atomic_path(dest):
+            pass
+    with pytest.raises(ConfigError, match=r"\(256 bytes; file names may have at most 255\)"):
+        check_name_length(tmp_path / ("c" * 256))
+    with pytest.raises(ConfigError, match="name too long"), staged_dir(tmp_path / ("d" * 300)):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_dir_with_a_255_byte_name(tmp_path: Path) -> None:
+    dest = tmp_path / ("s" * 255)
+    for _ in range(2):  # the second time an existing folder is moved aside under a temporary name
+        with staged_dir(dest) as staging:
+            (staging / "f").write_text("x")
+    assert [p.name for p in tmp_path.iterdir()] == [dest.name]
+    assert (dest / "f").read_text() == "x"

@@ -62,3 +62,10 @@ def modality_file(case_id: str, modality: str) -> str:
 def nnunet_image_file(case_id: str, channel: int) -> str:
     """File name of one channel of an nnU-Net case, e.g. ``BraTS-GLI-00001-000_0001.nii.gz``."""
     return f"{case_id}_{channel:04d}{NIFTI_EXT}"
+
+
+OVERLAY_ALPHA: Final = 0.4
+"""Default opacity of the segmentation overlay in every picture (static figures, GIFs, the viewer)."""
+
+WINDOW_PERCENTILES: Final = (0.5, 99.5)
+"""Default intensity window: these percentiles of an image's non-zero voxels map to black and white."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import numpy as np
 
 from segkit.conventions import MAX_LABEL
-from segkit.errors import DataError, OutputError
+from segkit.errors import ConfigError, DataError, OutputError
 
 if TYPE_CHECKING:
     from segkit.types import Affine, Shape3, Spacing
@@ -36,6 +36,33 @@ _COMPOUND_SUFFIXES = (".nii.gz", ".tar.gz", ".tar.bz2")
 
 AFFINE_TOLERANCE: Final = 1e-4
 """Default largest difference between two affines' entries (mm) for them to describe the same grid."""
+
+
+NAME_MAX: Final = 255
+"""Longest file or folder name, in bytes, on the file systems segkit writes to (ext4, xfs, btrfs, APFS)."""
+
+
+def check_name_length(path: Path) -> Path:
+    """Return `path` unless one of its names is longer than `NAME_MAX` bytes (a usage error, exit 2).
+
+    Without this check such a path fails deep inside a writer (or in `Path.exists`) with
+    ``ENAMETOOLONG`` and a traceback.
+
+    Raises:
+        ConfigError: Naming the start of the long name and its length.
+    """
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            start = part[:40]
+            msg = f"{start}...: name too long ({size} bytes; file names may have at most {NAME_MAX})"
+            raise ConfigError(msg, hint="choose a shorter output name")
+    return Path(path)
+
+
+def _short_temp_name(stem: str, room: int) -> str:
+    """`stem` cut to at most `room` bytes of UTF-8 (never splitting a character), for temporary names."""
+    return os.fsencode(stem)[: max(room, 0)].decode("utf-8", errors="ignore")
 
 
 def split_suffix(name: str) -> tuple[str, str]:
@@ -62,13 +89,18 @@ def atomic_path(dest: Path, *, fsync: bool = False) -> Iterator[Path]:
         fsync: Flush the file to disk before the rename (for small, precious result files).
 
     Raises:
+        ConfigError: A name in `dest` is longer than `NAME_MAX` bytes.
         OutputError: If the parent folder cannot be created or written.
     """
-    dest = Path(dest)
+    dest = check_name_length(Path(dest))
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         stem, suffix = split_suffix(dest.name)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{stem}.", suffix=f".tmp{suffix}")
+        # ".<stem>.<8 random>.tmp<suffix>" must fit NAME_MAX too, so a long (legal) name gets a shorter stem.
+        room = NAME_MAX - len(os.fsencode(suffix)) - len(".tmp") - 2 - 8
+        fd, tmp_name = tempfile.mkstemp(
+            dir=dest.parent, prefix=f".{_short_temp_name(stem, room)}.", suffix=f".tmp{suffix}"
+        )
     except OSError as err:
         msg = f"{dest.parent}: cannot write here ({err.strerror or err})"
         raise OutputError(msg) from err
@@ -156,11 +188,14 @@ def staged_dir(dest: Path) -> Iterator[Path]:
     folder is deleted and `dest` is untouched.
 
     Raises:
+        ConfigError: The name of `dest` is longer than `NAME_MAX` bytes.
         OutputError: If the parent folder cannot be created or written.
     """
-    dest = Path(dest)
+    dest = check_name_length(Path(dest))
     tag = uuid.uuid4().hex[:8]
-    staging = dest.parent / f".{dest.name}.partial-{tag}"
+    # ".<name>.partial-<tag>" / ".<name>.old-<tag>" must fit NAME_MAX: a long name is shortened here.
+    short = _short_temp_name(dest.name, NAME_MAX - len(".") - len(".partial-") - len(tag))
+    staging = dest.parent / f".{short}.partial-{tag}"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
@@ -169,7 +204,7 @@ def staged_dir(dest: Path) -> Iterator[Path]:
         raise OutputError(msg) from err
     try:
         yield staging
-        old = dest.parent / f".{dest.name}.old-{tag}"
+        old = dest.parent / f".{short}.old-{tag}"
         if dest.exists():
             os.replace(dest, old)
         os.replace(staging, dest)
@@ -541,9 +576,10 @@ def ensure_writable_dir(path: Path) -> Path:
     """Create `path` if needed and check that files can be created in it.
 
     Raises:
+        ConfigError: A name in `path` is longer than `NAME_MAX` bytes.
         OutputError: If the folder cannot be created or written.
     """
-    path = Path(path)
+    path = check_name_length(Path(path))
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".segkit-write-test-"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from _helpers import snapshot
 from _vizdata import LABELLED, SHAPE, SPACING, UNLABELLED
 
 from segkit.progress import RecordingProgress
@@ -185,3 +186,30 @@ def test_output_inside_the_root_is_refused(run_cli, viz_root: Path) -> None:
         f"error: {out}: the output overlaps the data root {viz_root}; segkit never writes into its inputs"
     )
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_every_case_failing_leaves_no_folder(run_cli, viz_root: Path, tmp_path: Path) -> None:
+    for case in sorted(p for p in viz_root.iterdir() if p.is_dir()):
+        (case / f"{case.name}-t2w.nii.gz").write_bytes(b"not a nifti")
+    before = snapshot(viz_root)
+    out = tmp_path / "new" / "gifs"
+    result = run_cli("viz", "gif", "--root", viz_root, "--modality", "t2w", "--output-dir", out, "-j", "1")
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    assert result.err.splitlines()[0].startswith("error: ")
+    assert "all 3 cases failed; no GIF was written" in result.err
+    assert "the other" not in result.err
+    assert not (tmp_path / "new").exists()
+    assert snapshot(viz_root) == before
+
+
+def test_every_case_failing_keeps_an_existing_folder(run_cli, viz_root: Path, tmp_path: Path) -> None:
+    bad = viz_root / LABELLED / f"{LABELLED}-t2w.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    out = tmp_path / "mine"
+    out.mkdir()
+    result = run_cli("viz", "gif", "--root", viz_root, "--case", LABELLED, "--modality", "t2w", "--output-dir", out)
+    assert result.code == 1
+    assert "the case failed; no GIF was written" in result.err
+    assert out.is_dir()
+    assert not any(out.iterdir())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import snapshot
 from _vizdata import LABELLED, SHAPE, SPACING, UNLABELLED, write_misregistered
 
 from segkit.data.cases import scan_case_folder
@@ -206,3 +207,29 @@ def test_show_opens_a_window_and_still_writes(run_cli, viz_root: Path, tmp_path:
     assert result.code == 0, result.err
     assert len(shown) == 1
     assert out.is_file()
+
+
+@pytest.mark.parametrize("where", ["name", "folder"])
+def test_output_name_over_255_bytes_is_a_usage_error(run_cli, viz_root: Path, tmp_path: Path, where: str) -> None:
+    # 256 bytes: 252 ASCII + ".png", or 130 two-byte characters as a folder name.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / f"{'x' * 252}.png" if where == "name" else folder / ("é" * 130) / "fig.png"
+    before = snapshot(viz_root)
+    result = run_cli("viz", "static", "--case-dir", viz_root / LABELLED, "-o", out)
+    assert result.code == 2
+    assert "Traceback" not in result.err
+    lines = result.err.splitlines()
+    assert lines[0].startswith("error: ")
+    assert "name too long (" in lines[0]
+    assert "at most 255" in lines[0]
+    assert list(folder.iterdir()) == []
+    assert snapshot(viz_root) == before
+
+
+def test_output_name_of_exactly_255_bytes_is_written(run_cli, viz_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / ("y" * 251 + ".png")
+    result = run_cli("viz", "static", "--case-dir", viz_root / LABELLED, "-o", out)
+    assert result.code == 0, result.err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in out.parent.iterdir()] == [out.name]

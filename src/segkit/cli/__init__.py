@@ -98,9 +98,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         if os.environ.get("SEGKIT_DEBUG"):
             console.print_exception()
         raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
-        stderr().print("[bold red]interrupted[/]")
-        raise SystemExit(130) from None
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # typer turns a Ctrl-C inside a command into a silent SystemExit(130); both end with one line.
+        if isinstance(stop, SystemExit) and stop.code != 130:
+            raise
+        from segkit.__main__ import interrupted
+
+        interrupted()
 
 
 def _escape(text: str) -> str:

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
+from segkit.conventions import OVERLAY_ALPHA, WINDOW_PERCENTILES
+
 DATASET_NAME_PATTERN = r"^Dataset\d{3}_[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
@@ -248,7 +250,7 @@ class VizStaticConfig(Strict):
     )
     overlay: bool = Field(True, description="Draw the segmentation over the images.")
     style: OverlayStyleName = Field("fill", description="Overlay style: translucent fill, contour, or both.")
-    alpha: float = Field(0.4, ge=0.0, le=1.0, description="Overlay opacity.")
+    alpha: float = Field(OVERLAY_ALPHA, ge=0.0, le=1.0, description="Overlay opacity.")
     pred: ConfigPath | None = Field(
         None, description="A predicted label map of the case: adds prediction and error (TP/FP/FN) rows."
     )
@@ -256,7 +258,7 @@ class VizStaticConfig(Strict):
         None, description="Figure file; .png, .svg or .pdf (default: outputs/figures/<case>_<layout>.png)."
     )
     show: bool = Field(False, description="Also open the figure in a window (needs a display).")
-    percentiles: Percentiles = Field((0.5, 99.5), description=_PERCENTILES_HELP)
+    percentiles: Percentiles = Field(WINDOW_PERCENTILES, description=_PERCENTILES_HELP)
     dpi: int = Field(150, ge=30, le=1200, description="Resolution of raster output.")
     overwrite: bool = Field(False, description="Replace an existing output file.")
 
@@ -274,12 +276,12 @@ class VizGifConfig(Strict):
     step: int = Field(1, ge=1, description="Use every n-th slice.")
     overlay: bool = Field(False, description="Draw the segmentation over the frames.")
     style: OverlayStyleName = Field("fill", description="Overlay style: translucent fill, contour, or both.")
-    alpha: float = Field(0.4, ge=0.0, le=1.0, description="Overlay opacity.")
+    alpha: float = Field(OVERLAY_ALPHA, ge=0.0, le=1.0, description="Overlay opacity.")
     frame_ms: int = Field(80, ge=10, le=10_000, description="Display time per frame in milliseconds.")
     output_dir: ConfigPath = Field(
         Path("outputs/gifs"), description="Output folder; files are <case>_<modality>_<axis>.gif."
     )
-    percentiles: Percentiles = Field((0.5, 99.5), description=_PERCENTILES_HELP)
+    percentiles: Percentiles = Field(WINDOW_PERCENTILES, description=_PERCENTILES_HELP)
     overwrite: bool = Field(False, description="Replace existing GIFs.")
     workers: Workers = 0
 
@@ -299,7 +301,7 @@ class VizAppConfig(Strict):
     debug: bool = Field(False, description="Dash debug mode with hot reload (development only; loopback --host only).")
     open_browser: bool = Field(False, description="Open the app in the default browser once it runs.")
     cache_cases: int = Field(4, ge=1, le=64, description="Cases kept loaded in memory (least recently used dropped).")
-    percentiles: Percentiles = Field((0.5, 99.5), description=_PERCENTILES_HELP)
+    percentiles: Percentiles = Field(WINDOW_PERCENTILES, description=_PERCENTILES_HELP)
 
 
 class VizStatsConfig(Strict):

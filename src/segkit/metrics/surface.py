@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from segkit.metrics._surfel_table import NORMALS_X8
 from segkit.metrics.morphology import MAX_CLUSTER_BOXES, Box, bounding_box, cluster_boxes, union
@@ -226,6 +225,9 @@ def _nearest_distances(source: np.ndarray, target: np.ndarray, spacing: Spacing3
             local = tuple((rest - lo).T)
             nearest_points[far] = np.stack([features[axis][local] for axis in range(3)], axis=1) + lo
         else:
+            # Imported here: scipy.spatial costs ~30 ms of start-up and this branch is the rare one.
+            from scipy.spatial import cKDTree
+
             scale = np.asarray(spacing, dtype=np.float64)
             tree = cKDTree(target * scale, balanced_tree=False, compact_nodes=False)
             _, nearest = tree.query(rest * scale, k=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segkit.conventions import MODALITIES
+from segkit.conventions import MODALITIES, OVERLAY_ALPHA, WINDOW_PERCENTILES
 from segkit.errors import SegkitError
 from segkit.viz.render import AXES, ERROR_COLOURS, ERROR_NAMES, legend
 from segkit.viz.viewer import ALL_MODALITIES, CaseIndex, Rendered, Viewer, ViewRequest, finite_number
@@ -22,7 +22,9 @@ ASSETS = Path(__file__).parent / "assets"
 STEP_BUTTONS = {"slice-prev10": -10, "slice-prev": -1, "slice-next": 1, "slice-next10": 10}
 
 
-def create_app(index: CaseIndex, *, cache_cases: int = 4, percentiles: tuple[float, float] = (0.5, 99.5)) -> dash.Dash:
+def create_app(
+    index: CaseIndex, *, cache_cases: int = 4, percentiles: tuple[float, float] = WINDOW_PERCENTILES
+) -> dash.Dash:
     """Create the slice viewer for the cases of `index`.
 
     Args:
@@ -68,7 +70,13 @@ def create_app(index: CaseIndex, *, cache_cases: int = 4, percentiles: tuple[flo
                     control(
                         "opacity",
                         dcc.Slider(
-                            id="alpha", min=0, max=1, step=0.05, value=0.4, marks=None, allow_direct_input=False
+                            id="alpha",
+                            min=0,
+                            max=1,
+                            step=0.05,
+                            value=OVERLAY_ALPHA,
+                            marks=None,
+                            allow_direct_input=False,
                         ),
                     ),
                     control(
@@ -192,7 +200,7 @@ def make_request(
         raise DataError(msg)
     # Values are checked here and clamped by the viewer: NaN, infinities or 1e400 become a message.
     number = int(finite_number(0 if index is None else index, "slice"))
-    opacity = min(max(finite_number(0.4 if alpha is None else alpha, "opacity"), 0.0), 1.0)
+    opacity = min(max(finite_number(OVERLAY_ALPHA if alpha is None else alpha, "opacity"), 0.0), 1.0)
     show_overlay = isinstance(overlay, list) and "on" in overlay
     return ViewRequest(str(case_id), modality, _axis(axis), number, show_overlay, opacity, style, pred_mode)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segkit.errors import ConfigError, OutputError
-from segkit.io import atomic_path
+from segkit.io import atomic_path, check_name_length
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,9 +42,10 @@ def check_new(path: Path, *, overwrite: bool) -> Path:
     """Return `path` unless it exists and `overwrite` is False.
 
     Raises:
+        ConfigError: A name in `path` is longer than the file system allows.
         OutputError: The file exists (hint: --overwrite).
     """
-    if Path(path).exists() and not overwrite:
+    if check_name_length(Path(path)).exists() and not overwrite:
         msg = f"{path}: exists"
         raise OutputError(msg, hint="pass --overwrite to replace it, or choose another output")
     return Path(path)

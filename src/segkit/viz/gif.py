@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segkit._parallel import map_cases
+from segkit.conventions import OVERLAY_ALPHA, WINDOW_PERCENTILES
 from segkit.data.cases import Case, discover_cases
 from segkit.errors import DataError, OutputError, did_you_mean
 from segkit.progress import ProgressSink
@@ -29,9 +30,9 @@ class GifJob:
     step: int = 1
     overlay: bool = False
     style: OverlayStyle = "fill"
-    alpha: float = 0.4
+    alpha: float = OVERLAY_ALPHA
     frame_ms: int = 80
-    percentiles: tuple[float, float] = (0.5, 99.5)
+    percentiles: tuple[float, float] = WINDOW_PERCENTILES
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,9 @@ def make_gifs(
     step: int = 1,
     overlay: bool = False,
     style: OverlayStyle = "fill",
-    alpha: float = 0.4,
+    alpha: float = OVERLAY_ALPHA,
     frame_ms: int = 80,
-    percentiles: tuple[float, float] = (0.5, 99.5),
+    percentiles: tuple[float, float] = WINDOW_PERCENTILES,
     overwrite: bool = False,
     workers: int = 0,
     progress: ProgressSink | None = None,
@@ -163,6 +164,7 @@ def make_gifs(
     for c in cases:
         require_files(c, (modality,), labels=overlay, hint="drop --overlay to animate the images alone")
     refuse_inside(Path(output_dir), [root], what="data root", hint="choose another --output-dir")
+    created = _missing_folders(Path(output_dir))
     output_dir = ensure_writable_dir(Path(output_dir))
     jobs = [
         GifJob(
@@ -188,6 +190,29 @@ def make_gifs(
     written = [r for r in results if isinstance(r, GifOutcome)]
     failed = [r for r in results if isinstance(r, str)]
     if failed:
-        hint = f"{len(failed)} of {len(jobs)} case(s) failed; the other {len(written)} GIF(s) are in {output_dir}"
+        if written:
+            hint = f"{len(failed)} of {len(jobs)} case(s) failed; the other {len(written)} GIF(s) are in {output_dir}"
+        else:
+            # Nothing to show for the run: leave no empty folder behind either.
+            _remove_empty(created)
+            hint = ("the case" if len(jobs) == 1 else f"all {len(jobs)} cases") + " failed; no GIF was written"
         raise DataError(failed[0], hint=hint)
     return written
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that creating `folder` would create, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders this run created (deepest first), stopping at one that is not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

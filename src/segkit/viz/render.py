@@ -27,7 +27,7 @@ from typing import Final, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from segkit.conventions import LABELS
+from segkit.conventions import LABELS, OVERLAY_ALPHA, WINDOW_PERCENTILES
 
 Axis: TypeAlias = Literal["sagittal", "coronal", "axial"]
 """Slice plane: sagittal (fixed x, left-right), coronal (fixed y, posterior-anterior), axial (fixed z)."""
@@ -61,7 +61,6 @@ ERROR_COLOURS: Final[Mapping[int, RGB]] = MappingProxyType(
 )
 """Error view colours: TP green, FP red, FN blue, both labelled but different labels orange."""
 
-DEFAULT_PERCENTILES: Final = (0.5, 99.5)
 _PERCENTILE_SAMPLE = 4_000_000  # voxels; beyond this a strided subsample estimates the percentiles
 
 
@@ -232,7 +231,7 @@ def slice_index(n: int, fraction: float) -> int:
 
 
 def window_limits(
-    volume: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES, *, nonzero: bool = True
+    volume: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES, *, nonzero: bool = True
 ) -> tuple[float, float]:
     """Intensity window (low, high) at two percentiles of a volume.
 
@@ -305,7 +304,7 @@ def blend_labels(
     rgb: RGBImage,
     labels: np.ndarray,
     *,
-    alpha: float = 0.4,
+    alpha: float = OVERLAY_ALPHA,
     style: OverlayStyle = "fill",
     colours: Mapping[int, RGB] = BRATS_COLOURS,
 ) -> RGBImage:
@@ -477,7 +476,7 @@ def render_slice(
     limits: tuple[float, float],
     labels_ras: np.ndarray | None = None,
     reference_ras: np.ndarray | None = None,
-    alpha: float = 0.4,
+    alpha: float = OVERLAY_ALPHA,
     style: OverlayStyle = "fill",
     spacing_ras: Sequence[float] | None = None,
     region: Sequence[int] | None = None,
@@ -593,7 +592,7 @@ def indexed_sweep(
     limits: tuple[float, float],
     labels_ras: np.ndarray | None = None,
     step: int = 1,
-    alpha: float = 0.4,
+    alpha: float = OVERLAY_ALPHA,
     style: OverlayStyle = "fill",
     spacing_ras: Sequence[float] | None = None,
     colours: Mapping[int, RGB] = BRATS_COLOURS,

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from segkit.conventions import MODALITIES
+from segkit.conventions import MODALITIES, OVERLAY_ALPHA, WINDOW_PERCENTILES
 from segkit.data.cases import scan_case_folder
 from segkit.errors import ConfigError, DataError
 from segkit.viz.export import FigureSpec, Panel
@@ -87,7 +87,7 @@ def static_spec(
     indices: Sequence[int] | None = None,
     overlay: bool = True,
     style: OverlayStyle = "fill",
-    alpha: float = 0.4,
+    alpha: float = OVERLAY_ALPHA,
 ) -> tuple[FigureSpec, tuple[SliceChoice, ...]]:
     """Build the panels of a static figure (pure).
 
@@ -176,9 +176,9 @@ def render_static(
     indices: Sequence[int] | None = None,
     overlay: bool = True,
     style: OverlayStyle = "fill",
-    alpha: float = 0.4,
+    alpha: float = OVERLAY_ALPHA,
     prediction: Path | None = None,
-    percentiles: tuple[float, float] = (0.5, 99.5),
+    percentiles: tuple[float, float] = WINDOW_PERCENTILES,
     dpi: int = 150,
     overwrite: bool = False,
     show: bool = False,

@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from segkit.conventions import LABELS, MODALITIES
+from segkit.conventions import LABELS, MODALITIES, OVERLAY_ALPHA, WINDOW_PERCENTILES
 from segkit.data.cases import Case, discover_cases
 from segkit.errors import DataError
 from segkit.evaluation.matching import prediction_files
@@ -149,7 +149,7 @@ class ViewRequest:
     axis: Axis = "axial"
     index: int = 0
     overlay: bool = True
-    alpha: float = 0.4
+    alpha: float = OVERLAY_ALPHA
     style: OverlayStyle = "fill"
     pred_mode: PredMode = "off"
 
@@ -185,7 +185,9 @@ class Rendered:
 class Viewer:
     """Loads, caches and renders cases of a `CaseIndex` (thread-safe; the web server is threaded)."""
 
-    def __init__(self, index: CaseIndex, *, cache_cases: int = 4, percentiles: tuple[float, float] = (0.5, 99.5)):
+    def __init__(
+        self, index: CaseIndex, *, cache_cases: int = 4, percentiles: tuple[float, float] = WINDOW_PERCENTILES
+    ):
         self.index = index
         self.percentiles = percentiles
         self._capacity = max(1, cache_cases)

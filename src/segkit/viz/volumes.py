@@ -9,11 +9,11 @@ from typing import Literal
 
 import numpy as np
 
-from segkit.conventions import MODALITIES, SEG_SUFFIX
+from segkit.conventions import MODALITIES, SEG_SUFFIX, WINDOW_PERCENTILES
 from segkit.data.cases import Case
 from segkit.errors import DataError
 from segkit.io import Volume, grid_mismatch, read_labels, read_volume
-from segkit.viz.render import DEFAULT_PERCENTILES, Orientation, window_limits
+from segkit.viz.render import Orientation, window_limits
 
 LabelPolicy = Literal["required", "optional", "skip"]
 
@@ -69,7 +69,7 @@ def load_case_volumes(
     *,
     labels: LabelPolicy = "optional",
     prediction: Path | None = None,
-    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    percentiles: tuple[float, float] = WINDOW_PERCENTILES,
     label_hint: str | None = None,
 ) -> CaseVolumes:
     """Read the requested modalities (and labels/prediction) of a case and put them in the RAS view.
