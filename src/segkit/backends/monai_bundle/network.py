@@ -70,19 +70,10 @@ def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     Raises:
         DataError: The file is missing, is not a weights-only pickle, or holds no tensors.
     """
-    import torch
+    from segkit.backends.monai_bundle.checkpoints import load_weights_only
 
-    path = Path(path)
-    if not path.is_file():
-        msg = f"{path}: {what} not found"
-        raise DataError(msg)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        msg = f"{path}: cannot load {what} with weights_only=True ({first})"
-        raise DataError(msg) from err
-    return state_dict_of(obj, path, what=what)
+    obj = load_weights_only(path, what=what)
+    return state_dict_of(obj, Path(path), what=what)
 
 
 def state_dict_of(obj: Any, path: Path, *, what: str) -> dict[str, torch.Tensor]:
