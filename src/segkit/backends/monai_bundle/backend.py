@@ -177,10 +177,7 @@ class MonaiBundleBackend:
                 msg = f"{path} is at stage {stage} epoch {epoch}, beyond --stage{stage}-epochs {limit}"
                 raise ConfigError(msg)
             if net is not None:
-                problem = nw.first_mismatch(net.state_dict(), payload.model)
-                if problem:
-                    msg = f"{path}: checkpoint does not fit this network: {problem}"
-                    raise DataError(msg, hint="resume with the network arguments the run started with")
+                nw.check_fit(net, payload.model, path, hint="resume with the network arguments the run started with")
         # as training decides it: a stage-2 checkpoint skips stage 1
         if net is not None and opts.stage1_epochs > 0 and resumed_stage in (None, 1):
             nw.stage1_frozen(net, opts.encoder_prefix)
@@ -188,10 +185,9 @@ class MonaiBundleBackend:
             path = ck.format_template(opts.load_weights, fold)
             state = nw.read_state_dict(path, what="weights")
             if net is not None:
-                problem = nw.first_mismatch(net.state_dict(), state)
-                if problem:
-                    msg = f"{path}: checkpoint does not fit this network: {problem}"
-                    raise DataError(msg, hint="use weights of the same SegResNet arguments (see network_overrides)")
+                nw.check_fit(
+                    net, state, path, hint="use weights of the same SegResNet arguments (see network_overrides)"
+                )
 
     def _check_predict(self, request: PredictRequest, opts: MonaiOptions) -> None:
         _check_amp(opts, request.device)
@@ -392,11 +388,9 @@ def _check_fits(path: Path, payload: ck.Checkpoint) -> None:
     """
     from segkit.backends.monai_bundle import network as nw
 
+    hint = "the checkpoint was altered or written by another tool; use segkit's own"
     net = nw.build_network(payload.meta.network_args)
-    problem = nw.first_mismatch(net.state_dict(), payload.model)
-    if problem:
-        msg = f"{path}: checkpoint does not fit the network its metadata describes: {problem}"
-        raise DataError(msg, hint="the checkpoint was altered or written by another tool; use segkit's own")
+    nw.check_fit(net, payload.model, path, network="the network its metadata describes", hint=hint)
 
 
 def _check_bundle_channels(opts: MonaiOptions, checkpoints: Sequence[tuple[Path, ck.CheckpointMeta]]) -> Path | None:

@@ -115,11 +115,27 @@ def load_strict(net: torch.nn.Module, state: Mapping[str, Any], source: Path) ->
     Raises:
         DataError: Names the first mismatching key (another architecture, another number of classes).
     """
+    check_fit(net, state, source)
+    net.load_state_dict(dict(state))
+
+
+def check_fit(
+    net: torch.nn.Module,
+    state: Mapping[str, Any],
+    source: Path,
+    *,
+    network: str = "this network",
+    hint: str = "use a checkpoint of the same SegResNet arguments (see network_overrides)",
+) -> None:
+    """Raise unless every tensor name and shape of `state` matches `net` (`network` names it in the message).
+
+    Raises:
+        DataError: ``<source>: checkpoint does not fit <network>: <first mismatch>``.
+    """
     problem = first_mismatch(net.state_dict(), state)
     if problem:
-        msg = f"{source}: checkpoint does not fit this network: {problem}"
-        raise DataError(msg, hint="use a checkpoint of the same SegResNet arguments (see network_overrides)")
-    net.load_state_dict(dict(state))
+        msg = f"{source}: checkpoint does not fit {network}: {problem}"
+        raise DataError(msg, hint=hint)
 
 
 def load_bundle_weights(net: torch.nn.Module, weights: Path) -> tuple[int, int]:
