@@ -104,6 +104,8 @@ def trained(prepared: Path) -> Path:
         "bundle brats_mri_segmentation 0.5.2-test: 81 of 83 tensors loaded; head conv_final.2 new (5 classes)" in logs
     )
     assert any(line.startswith("fold 1 stage 2 epoch 1/1  loss ") and " Dice NETC " in line for line in logs), logs
+    # no nnU-Net plans in this dataset (prepared, not planned): the given patch size, the default spacing
+    assert "fold 0: patch size 24 24 24 (given), spacing 1 1 1 mm (default)" in logs
     for result in results:
         assert result.checkpoint == prepared / "out" / f"fold{result.fold}" / "checkpoints" / "stage2_best.pt"
         assert 0.0 <= result.metrics["validation_dice"] <= 1.0
@@ -131,6 +133,12 @@ def test_outputs_of_a_fold(trained: Path) -> None:
     # 3 training cases, batch 1: stage 1 accumulates 2 batches (one full group, one partial), stage 2 none
     assert [e["optimizer_steps"] for e in log["epochs"]] == [2, 3]
     assert log["tensors_loaded"] == [81, 83]
+    assert log["geometry"] == {
+        "patch_size": [24, 24, 24],
+        "patch_size_source": "given",
+        "spacing": [1.0, 1.0, 1.0],
+        "spacing_source": "default",
+    }
 
 
 def test_checkpoints_load_weights_only_with_json_metadata(trained: Path) -> None:

@@ -28,7 +28,7 @@ from segkit.backends.monai_bundle import data as dm
 from segkit.backends.monai_bundle import network as nw
 from segkit.backends.monai_bundle.backend import _check_fold_folder
 from segkit.backends.monai_bundle.inference import LoadedModel, predict_cases
-from segkit.backends.monai_bundle.training import accumulation_plan, cosine_schedule
+from segkit.backends.monai_bundle.schedule import accumulation_plan, cosine_schedule
 from segkit.data.inputs import resolve_inputs
 from segkit.data.splits import write_splits
 from segkit.data.synth import write_cohort
@@ -442,7 +442,9 @@ def test_an_earlier_run_in_the_fold_folder_is_refused(tmp_path: Path) -> None:
     checkpoints = root / "fold0" / "checkpoints"
     checkpoints.mkdir(parents=True)
     for name in ("stage1_best.pt", "stage2_best.pt", "stage2_epoch3.pt", "stage2_epoch4.pt"):
-        ck.save_checkpoint(checkpoints / name, {"meta": {"stage": int(name[5]), "epoch": 1, "fold": 0}, "model": {}})
+        ck.save_checkpoint(
+            checkpoints / name, ck.Checkpoint(ck.CheckpointMeta(stage=int(name[5]), epoch=1, fold=0), {})
+        )
     (checkpoints / "my_notes.txt").write_text("not segkit's")
     assert [p.name for p in ck.run_files(root / "fold0")] == [
         "stage1_best.pt",
@@ -476,6 +478,7 @@ def test_an_earlier_run_in_the_fold_folder_is_refused(tmp_path: Path) -> None:
 
 TINY_ARGS = nw.network_args({k: v for k, v in TINY_NETWORK.items() if k != "_target_"}, {})
 ORDER = ("t1c", "t1n", "t2w", "t2f")
+STUB_META = ck.CheckpointMeta(stage=2, epoch=1, fold=0, channel_order=ORDER, spacing=(1.0,) * 3, patch_size=(16,) * 3)
 
 
 def fake_checkpoint(
@@ -504,7 +507,7 @@ def fake_checkpoint(
         "patch_size": [16, 16, 16],
         "bundle": {"name": bundle},
     }
-    return ck.save_checkpoint(path, {"meta": meta, "model": net.state_dict()})
+    return ck.save_checkpoint(path, ck.Checkpoint(ck.CheckpointMeta.from_dict(meta), net.state_dict()))
 
 
 @pytest.fixture
@@ -574,7 +577,7 @@ def test_modalities_on_different_grids_are_found_in_the_headers(tmp_path: Path, 
     with pytest.raises(DataError) as err:
         predict_cases(
             [case],
-            [LoadedModel(path, {"channel_order": list(ORDER), "spacing": [1.0] * 3, "patch_size": [16] * 3}, stub)],
+            [LoadedModel(path, STUB_META, stub)],
             MonaiOptions(),
             output_dir=tmp_path / "direct",
             device="cpu",
@@ -721,8 +724,7 @@ def test_prediction_lands_on_the_input_grid(tmp_path: Path, kind: str) -> None:
         images[modality] = write_volume(tmp_path / f"case-{modality}.nii.gz", data, affine)
     t2f = read_volume(images["t2f"]).data.astype(np.float64)
     threshold = (55.0 - t2f.mean()) / t2f.std()  # 55 (halfway between 10 and 100) after z-normalisation
-    meta = {"channel_order": list(ORDER), "spacing": [1.0, 1.0, 1.0], "patch_size": [16, 16, 16]}
-    model = LoadedModel(tmp_path / "stub.pt", meta, _ThresholdNet(ORDER.index("t2f"), threshold))
+    model = LoadedModel(tmp_path / "stub.pt", STUB_META, _ThresholdNet(ORDER.index("t2f"), threshold))
     (written,), _ = predict_cases(
         [CaseImages("case", images)],
         [model],

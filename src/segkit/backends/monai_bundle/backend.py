@@ -84,8 +84,7 @@ class MonaiBundleBackend:
             path = Path(opts.checkpoint)
             if not path.is_file():
                 return ()
-            meta = ck.read_checkpoint(path)["meta"]
-            return (int(meta["fold"]),)
+            return (ck.read_checkpoint(path).meta.fold,)
         candidates: set[int] = set(range(5))
         split = Path(opts.split_json or dataset.splits_file)
         if split.is_file():
@@ -114,6 +113,7 @@ class MonaiBundleBackend:
     def _check_train(self, request: TrainRequest, opts: MonaiOptions) -> None:
         from segkit.backends.monai_bundle import data as dm
         from segkit.backends.monai_bundle.bundle import check_bundle
+        from segkit.backends.monai_bundle.geometry import resolve_geometry, run_plans_identifier
 
         fold = request.fold
         if not isinstance(fold, int) or fold < 0:
@@ -136,6 +136,8 @@ class MonaiBundleBackend:
         for case in cases:
             dm.check_case_grid(case.case_id, case.images, label=case.label)
         check_bundle(opts)
+        # an unreadable plans file is refused here, not after the cases are cached
+        resolve_geometry(opts, request.dataset.preprocessed_dir, {}, plans=run_plans_identifier(request.config_yaml))
         self._check_weights(opts, fold, request.dataset.name)
         _check_fold_folder(opts, fold)  # last: a checkpoint of another fold or network is the sharper message
 
@@ -151,13 +153,13 @@ class MonaiBundleBackend:
         if opts.resume is not None:
             path = ck.format_template(opts.resume, fold)
             payload = ck.read_checkpoint(path)
-            meta = payload["meta"]
-            stage, epoch = int(meta["stage"]), int(meta["epoch"])
+            meta = payload.meta
+            stage, epoch = meta.stage, meta.epoch
             resumed_stage = stage
-            if int(meta["fold"]) != fold:
-                msg = f"{path} was trained on fold {meta['fold']}, not fold {fold}"
+            if meta.fold != fold:
+                msg = f"{path} was trained on fold {meta.fold}, not fold {fold}"
                 raise ConfigError(msg, hint="put {fold} in --resume to resume every fold from its own checkpoint")
-            trained_on = meta.get("dataset")  # absent from checkpoints of older segkit versions
+            trained_on = meta.dataset  # absent from checkpoints of older segkit versions
             if trained_on is not None and trained_on != dataset:
                 msg = f"{path} was trained on {trained_on}, not {dataset}"
                 raise ConfigError(
@@ -175,10 +177,7 @@ class MonaiBundleBackend:
                 msg = f"{path} is at stage {stage} epoch {epoch}, beyond --stage{stage}-epochs {limit}"
                 raise ConfigError(msg)
             if net is not None:
-                problem = nw.first_mismatch(net.state_dict(), payload["model"])
-                if problem:
-                    msg = f"{path}: checkpoint does not fit this network: {problem}"
-                    raise DataError(msg, hint="resume with the network arguments the run started with")
+                nw.check_fit(net, payload.model, path, hint="resume with the network arguments the run started with")
         # as training decides it: a stage-2 checkpoint skips stage 1
         if net is not None and opts.stage1_epochs > 0 and resumed_stage in (None, 1):
             nw.stage1_frozen(net, opts.encoder_prefix)
@@ -186,10 +185,9 @@ class MonaiBundleBackend:
             path = ck.format_template(opts.load_weights, fold)
             state = nw.read_state_dict(path, what="weights")
             if net is not None:
-                problem = nw.first_mismatch(net.state_dict(), state)
-                if problem:
-                    msg = f"{path}: checkpoint does not fit this network: {problem}"
-                    raise DataError(msg, hint="use weights of the same SegResNet arguments (see network_overrides)")
+                nw.check_fit(
+                    net, state, path, hint="use weights of the same SegResNet arguments (see network_overrides)"
+                )
 
     def _check_predict(self, request: PredictRequest, opts: MonaiOptions) -> None:
         _check_amp(opts, request.device)
@@ -206,7 +204,7 @@ class MonaiBundleBackend:
         if explicit and len(folds) > 1 and not templated:
             msg = f"{len(folds)} folds but --checkpoint {opts.checkpoint} has no '{{fold}}'"
             raise ConfigError(msg, hint="put {fold} in --checkpoint so that each fold loads its own model")
-        metas: list[tuple[Path, Mapping[str, Any]]] = []
+        metas: list[tuple[Path, ck.CheckpointMeta]] = []
         for fold in folds:
             if not isinstance(fold, int):
                 msg = f"fold {fold!r}: the MONAI backend predicts with numbered folds"
@@ -220,11 +218,11 @@ class MonaiBundleBackend:
                     msg = f"{root}: no stage2_best.pt or stage1_best.pt (fold {fold} is not trained)"
                 raise DataError(msg, hint="train the fold first, or pass --checkpoint")
             payload = ck.read_checkpoint(path)
-            meta = payload["meta"]
-            if explicit and not templated and int(meta["fold"]) != fold:
-                msg = f"{path} was trained on fold {meta['fold']}, so it cannot stand for fold {fold}"
+            meta = payload.meta
+            if explicit and not templated and meta.fold != fold:
+                msg = f"{path} was trained on fold {meta.fold}, so it cannot stand for fold {fold}"
                 raise ConfigError(msg, hint="put {fold} in --checkpoint, or pass the checkpoint's own --fold")
-            trained_on = meta.get("dataset")  # absent from checkpoints of older segkit versions
+            trained_on = meta.dataset  # absent from checkpoints of older segkit versions
             if trained_on is not None and trained_on != request.dataset.name:
                 msg = f"{path} was trained on {trained_on}, not {request.dataset.name}"
                 hint = f"pass -d {trained_on}, or the --checkpoint/--output-root of a {request.dataset.name} model"
@@ -371,7 +369,7 @@ def _check_fold_folder(opts: MonaiOptions, fold: int) -> None:
         assert resume is not None
         stage2_best = ck.checkpoint_dir(opts.output_root, fold) / ck.best_name(2)
         # (a stage-2 checkpoint with --stage2-epochs 0 is refused more precisely by _check_weights)
-        if opts.stage2_epochs == 0 and stage2_best.is_file() and int(ck.read_checkpoint(resume)["meta"]["stage"]) == 1:
+        if opts.stage2_epochs == 0 and stage2_best.is_file() and ck.read_checkpoint(resume).meta.stage == 1:
             msg = f"{stage2_best} would outlive this resumed run, which trains no stage 2 (inference would pick it)"
             raise OutputError(msg, hint="resume into another --output-root, or train stage 2 as well")
         return
@@ -382,7 +380,7 @@ def _check_fold_folder(opts: MonaiOptions, fold: int) -> None:
     )
 
 
-def _check_fits(path: Path, payload: Mapping[str, Any]) -> None:
+def _check_fits(path: Path, payload: ck.Checkpoint) -> None:
     """The checkpoint's weights fit the SegResNet its metadata describes (as `inference.load_model` builds it).
 
     Raises:
@@ -390,14 +388,12 @@ def _check_fits(path: Path, payload: Mapping[str, Any]) -> None:
     """
     from segkit.backends.monai_bundle import network as nw
 
-    net = nw.build_network(payload["meta"]["network"]["args"])
-    problem = nw.first_mismatch(net.state_dict(), payload["model"])
-    if problem:
-        msg = f"{path}: checkpoint does not fit the network its metadata describes: {problem}"
-        raise DataError(msg, hint="the checkpoint was altered or written by another tool; use segkit's own")
+    hint = "the checkpoint was altered or written by another tool; use segkit's own"
+    net = nw.build_network(payload.meta.network_args)
+    nw.check_fit(net, payload.model, path, network="the network its metadata describes", hint=hint)
 
 
-def _check_bundle_channels(opts: MonaiOptions, checkpoints: Sequence[tuple[Path, Mapping[str, Any]]]) -> Path | None:
+def _check_bundle_channels(opts: MonaiOptions, checkpoints: Sequence[tuple[Path, ck.CheckpointMeta]]) -> Path | None:
     """Compare a local bundle's ``channel_def`` with the channel order each checkpoint was trained with.
 
     Inference feeds channels in the checkpoint's order and needs no bundle; this only catches a checkpoint
@@ -419,10 +415,9 @@ def _check_bundle_channels(opts: MonaiOptions, checkpoints: Sequence[tuple[Path,
     explicit = bool({"bundle_name", "bundle_dir"} & opts.model_fields_set)
     compared = False
     for path, meta in checkpoints:
-        recorded = (meta.get("bundle") or {}).get("name")
-        if not explicit and recorded != opts.bundle_name:
+        if not explicit and meta.bundle_name != opts.bundle_name:
             continue
-        trained = tuple(meta["channel_order"])
+        trained = meta.channel_order
         if trained != order:
             msg = (
                 f"{path}: trained on channels {' '.join(trained)}, but the channel_def of bundle "

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from segkit.backends.monai_bundle.checkpoints import CheckpointMeta
 from segkit.backends.monai_bundle.options import NUM_CLASSES, MonaiOptions
 from segkit.conventions import NIFTI_EXT
 from segkit.errors import BackendError, DataError
@@ -35,7 +36,7 @@ class LoadedModel:
     """A checkpoint ready to predict: its path, metadata and network (eval mode, on the device)."""
 
     path: Path
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     net: torch.nn.Module
 
 
@@ -49,11 +50,10 @@ def load_model(path: Path, device: str) -> LoadedModel:
     from segkit.backends.monai_bundle import network as nw
 
     payload = ck.read_checkpoint(path)
-    meta = payload["meta"]
-    net = nw.build_network(meta["network"]["args"])
-    nw.load_strict(net, payload["model"], Path(path))
+    net = nw.build_network(payload.meta.network_args)
+    nw.load_strict(net, payload.model, Path(path))
     net.to(device).eval()
-    return LoadedModel(Path(path), meta, net)
+    return LoadedModel(Path(path), payload.meta, net)
 
 
 def geometry(
@@ -67,18 +67,18 @@ def geometry(
         DataError: Ensemble members trained with different channel orders or spacings.
     """
     first = models[0].meta
-    order = tuple(first["channel_order"])
-    spacing = tuple(float(s) for s in first["spacing"])
+    order = first.channel_order
+    spacing = first.spacing
     for m in models[1:]:
-        if tuple(m.meta["channel_order"]) != order:
-            msg = f"{m.path}: channel order {m.meta['channel_order']} differs from {models[0].path} ({list(order)})"
+        if m.meta.channel_order != order:
+            msg = f"{m.path}: channel order {list(m.meta.channel_order)} differs from {models[0].path} ({list(order)})"
             raise DataError(msg)
-        if opts.spacing is None and tuple(float(s) for s in m.meta["spacing"]) != spacing:
-            msg = f"{m.path}: trained at spacing {m.meta['spacing']}, {models[0].path} at {list(spacing)}"
+        if opts.spacing is None and m.meta.spacing != spacing:
+            msg = f"{m.path}: trained at spacing {list(m.meta.spacing)}, {models[0].path} at {list(spacing)}"
             raise DataError(msg, hint="pass --spacing to predict all folds at one spacing")
     if opts.spacing is not None:
         spacing = tuple(opts.spacing)
-    roi = tuple(opts.roi_size or opts.patch_size or first["patch_size"])
+    roi = tuple(opts.roi_size or opts.patch_size or first.patch_size)
     return order, spacing, roi
 
 

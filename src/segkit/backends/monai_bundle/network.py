@@ -70,19 +70,10 @@ def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     Raises:
         DataError: The file is missing, is not a weights-only pickle, or holds no tensors.
     """
-    import torch
+    from segkit.backends.monai_bundle.checkpoints import load_weights_only
 
-    path = Path(path)
-    if not path.is_file():
-        msg = f"{path}: {what} not found"
-        raise DataError(msg)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        msg = f"{path}: cannot load {what} with weights_only=True ({first})"
-        raise DataError(msg) from err
-    return state_dict_of(obj, path, what=what)
+    obj = load_weights_only(path, what=what)
+    return state_dict_of(obj, Path(path), what=what)
 
 
 def state_dict_of(obj: Any, path: Path, *, what: str) -> dict[str, torch.Tensor]:
@@ -124,11 +115,27 @@ def load_strict(net: torch.nn.Module, state: Mapping[str, Any], source: Path) ->
     Raises:
         DataError: Names the first mismatching key (another architecture, another number of classes).
     """
+    check_fit(net, state, source)
+    net.load_state_dict(dict(state))
+
+
+def check_fit(
+    net: torch.nn.Module,
+    state: Mapping[str, Any],
+    source: Path,
+    *,
+    network: str = "this network",
+    hint: str = "use a checkpoint of the same SegResNet arguments (see network_overrides)",
+) -> None:
+    """Raise unless every tensor name and shape of `state` matches `net` (`network` names it in the message).
+
+    Raises:
+        DataError: ``<source>: checkpoint does not fit <network>: <first mismatch>``.
+    """
     problem = first_mismatch(net.state_dict(), state)
     if problem:
-        msg = f"{source}: checkpoint does not fit this network: {problem}"
-        raise DataError(msg, hint="use a checkpoint of the same SegResNet arguments (see network_overrides)")
-    net.load_state_dict(dict(state))
+        msg = f"{source}: checkpoint does not fit {network}: {problem}"
+        raise DataError(msg, hint=hint)
 
 
 def load_bundle_weights(net: torch.nn.Module, weights: Path) -> tuple[int, int]:

@@ -22,7 +22,9 @@ DIVISOR = 8
 """SegResNet downsamples three times, so every spatial size it sees must be a multiple of 8."""
 
 DEFAULT_PATCH_SIZE = (128, 128, 128)
+"""Training crop in voxels (X Y Z) when neither the options nor nnU-Net plans give one."""
 DEFAULT_SPACING = (1.0, 1.0, 1.0)
+"""Training spacing in mm (X Y Z) when neither the options nor nnU-Net plans give one."""
 DEFAULT_ENCODER_PREFIXES = ("convInit", "down_layers")
 
 NETWORK_ARG_NAMES = frozenset(
@@ -110,13 +112,13 @@ class MonaiOptions(Strict):
     )
     spacing: Triple | None = Field(
         None,
-        description="Resampling spacing in mm along X Y Z (training default 1 1 1, not the nnU-Net plans' spacing "
-        "the seed script used; inference: the checkpoint's).",
+        description="Resampling spacing in mm along X Y Z (training default: the 3d_fullres spacing of the "
+        "dataset's nnU-Net plans when planned, else 1 1 1; inference: the checkpoint's).",
     )
     patch_size: tuple[int, int, int] | None = Field(
         None,
-        description="Training crop in voxels, multiples of 8 (default 128 128 128, not the nnU-Net plans' patch "
-        "size the seed script used; inference: the roi default).",
+        description="Training crop in voxels, multiples of 8 (default: the 3d_fullres patch size of the dataset's "
+        "nnU-Net plans rounded to what SegResNet divides, else 128 128 128; inference: the roi default).",
     )
     cache_rate: float | None = Field(
         None,
@@ -267,16 +269,6 @@ class MonaiOptions(Strict):
         return value
 
     # ------------------------------------------------------------ resolved values
-
-    @property
-    def train_patch_size(self) -> tuple[int, int, int]:
-        """Training crop in voxels (X, Y, Z)."""
-        return self.patch_size or DEFAULT_PATCH_SIZE
-
-    @property
-    def train_spacing(self) -> tuple[float, float, float]:
-        """Training resampling spacing in mm (X, Y, Z)."""
-        return self.spacing or DEFAULT_SPACING
 
     def stage_epochs(self, stage: int) -> int:
         """Epochs of stage 1 or 2."""
