@@ -76,7 +76,7 @@ def plans_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, float, flo
     Raises:
         DataError: An unreadable plans file, or a 3d_fullres entry whose sizes are not three positive numbers.
     """
-    from segkit.viz.arch import load_plans, resolve_configuration
+    from segkit.data.nnunet_plans import load_plans, resolve_configuration
 
     plans = load_plans(path)
     if PLANS_CONFIGURATION not in plans["configurations"]:
