@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from segkit.config.load import load_config
-from segkit.config.models import SegkitConfig
 from segkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from segkit.cli._progress import RichProgressSink
+    from segkit.config.models import SegkitConfig
 
 YAML_SUFFIXES = (".yml", ".yaml")
 CONFIG_HINT = "the plans configuration is -C/--configuration (--config is a run-config YAML)"
@@ -68,8 +67,6 @@ SetOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-
-
 def _any(token: str) -> bool:
     return True
 
@@ -92,10 +89,8 @@ MULTI_VALUE_OPTIONS: dict[str, Callable[[str], bool]] = {
     "--data-root": _any,
     "--input": _any,
     "-i": _any,
-    "--encoder-prefix": _any,
     "--configurations": _any,
     "--labels": _number,
-    "--class-weights": _number,
     "--indices": _number,
     "--fold": _fold,
     "-f": _fold,
@@ -106,16 +101,23 @@ with a test of what a value can look like.
 Click options have a fixed number of values, so `expand_multi_value` rewrites ``--opt a b`` into
 ``--opt a --opt b`` before parsing. An option name listed here must take a list in every command.
 Options of numbers (or folds) stop at the first token that is not one, so positional arguments after
-them survive: ``segkit eval --labels 1 2 GT PRED``.
+them survive: ``segkit eval --labels 1 2 GT PRED``. Backends' list flags (``--class-weights``) are added
+by the command that declares them (`value_test` of their item type).
 """
 
 
-def expand_multi_value(argv: Sequence[str]) -> list[str]:
-    """Rewrite ``--opt a b c`` into ``--opt a --opt b --opt c`` for the options in `MULTI_VALUE_OPTIONS`.
+def value_test(item_type: type) -> Callable[[str], bool]:
+    """What a value of a list option of `item_type` can look like (numbers stop at a non-number)."""
+    return _number if item_type in (int, float) else _any
+
+
+def expand_multi_value(argv: Sequence[str], extra: Mapping[str, Callable[[str], bool]] | None = None) -> list[str]:
+    """Rewrite ``--opt a b c`` into ``--opt a --opt b --opt c`` for the options in `MULTI_VALUE_OPTIONS` (and `extra`).
 
     Values are taken until the next token that starts with ``-`` (negative numbers excepted), that the
     option's value test rejects, or the end; ``--`` stops the expansion.
     """
+    tests = {**MULTI_VALUE_OPTIONS, **(extra or {})}
     out: list[str] = []
     i = 0
     while i < len(argv):
@@ -124,7 +126,7 @@ def expand_multi_value(argv: Sequence[str]) -> list[str]:
             out.extend(argv[i:])
             break
         name, eq, inline = token.partition("=")
-        accepts = MULTI_VALUE_OPTIONS.get(name)
+        accepts = tests.get(name)
         if accepts is not None:
             values = [inline] if eq else []
             j = i + 1
@@ -158,6 +160,8 @@ def resolve(config: Path | None, sets: list[str] | None, **flags: Any) -> Segkit
     `flags` map dotted config keys, written with ``__`` for dots (``prepare__clean=True``), to the
     values of explicit flags; None means the flag was not given.
     """
+    from segkit.config.load import load_config
+
     dotted = {key.replace("__", "."): value for key, value in flags.items()}
     return load_config(config, sets=sets or (), flags=dotted)
 

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from segkit.backends.nnunet.options import NnUNetOptions
-from segkit.cli._backend_flags import resolve_with_backend
+from segkit.cli._backend_flags import BackendCommand, resolve_with_backend
 from segkit.cli._common import (
     ConfigOpt,
     JsonOpt,
@@ -262,7 +261,7 @@ def splits(
     console.print(f"{result.status}: {relpath(result.path)}")
 
 
-@app.command()
+@app.command(cls=BackendCommand.of("plan"))
 def plan(
     ctx: typer.Context,
     dataset_id: DatasetOpt = None,
@@ -270,7 +269,6 @@ def plan(
         list[str] | None,
         typer.Option("--configurations", help=_d(PlanConfig, "configurations"), metavar="NAME...", show_default=False),
     ] = None,
-    planner: Annotated[str | None, typer.Option(help=_d(NnUNetOptions, "planner"))] = None,
     verify_dataset_integrity: Annotated[
         bool | None,
         typer.Option("--verify-dataset-integrity", help=_d(PlanConfig, "verify_dataset_integrity")),
@@ -296,6 +294,7 @@ def plan(
     from segkit import api
 
     cfg = resolve_with_backend(
+        ctx,
         config,
         sets,
         None,
@@ -309,7 +308,6 @@ def plan(
             "plan.preprocess": preprocess,
             "plan.gpu_memory_target": gpu_memory_target,
         },
-        {"planner": planner},
     )
     with progress_sink(ctx) as sink:
         result = api.plan(cfg, progress=sink)
