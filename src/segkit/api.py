@@ -150,11 +150,11 @@ def backend_and_options(
         BackendError: The backend's framework is not installed.
         ConfigError: Invalid options, named ``backends.<name>.<key>``.
     """
-    from segkit.backends.base import validate_options
     from segkit.backends.registry import load_backend
+    from segkit.config.load import backend_options
 
     backend = load_backend(name, available=available)
-    options = validate_options(backend, config.backends.get(name), where=f"backends.{name}")
+    options = backend_options(config, name, backend.Options)
     return backend, options
 
 

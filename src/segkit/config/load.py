@@ -3,6 +3,10 @@
 Precedence, lowest first: model defaults < YAML < ``--set key=value`` < explicit command-line flags.
 Relative paths in the YAML resolve against the YAML's folder; everything else against the working
 directory. Every validation problem becomes a `ConfigError` naming the dotted key and the reason.
+
+Backend sections (``backends.<name>``) are plain mappings here: loading a config imports no backend.
+`backend_options` validates one backend's section with that backend's ``Options`` model when, and
+only when, the backend is selected; the YAML's part of it is still anchored to the YAML's folder.
 """
 
 from __future__ import annotations
@@ -148,45 +152,57 @@ def load_config(
             msg = f"{path}: {render_validation_error(err)}"
             raise ConfigError(msg) from None
         yaml_layer = validated.model_dump(exclude_unset=True)
-        if yaml_layer.get("backends"):
-            yaml_layer["backends"] = _resolve_backend_sections(yaml_layer["backends"], Path(path))
     set_layer = nest(dict(parse_set(item) for item in sets))
     flag_layer = nest({k: v for k, v in (flags or {}).items() if v is not None})
     merged = merge(merge(yaml_layer, set_layer), flag_layer)
     try:
-        return SegkitConfig.model_validate(merged)
+        config = SegkitConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(render_validation_error(err)) from None
+    if path is not None:
+        config._backend_yaml = _yaml_backend_parts(Path(path), yaml_layer, set_layer, flag_layer)
+    return config
 
 
-def _resolve_backend_sections(sections: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """Validate each installed backend's section of the YAML now, anchoring its relative paths to the YAML.
-
-    Backend options are plain dicts in `SegkitConfig` (the backend is chosen later), so without this
-    step a relative ``pretrained_weights`` in the YAML would resolve against the working directory.
-    Sections of backends that are not installed are kept as they are.
-    """
-    from segkit.backends.registry import discover
-
-    available = discover()
-    out: dict[str, Any] = {}
-    for name, options in sections.items():
-        entry = available.get(name)
-        if entry is None or not isinstance(options, Mapping):
-            out[name] = options
+def _yaml_backend_parts(
+    path: Path, yaml_layer: Mapping[str, Any], *overrides: Mapping[str, Any]
+) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Backend name -> (YAML file, the keys of its section that the YAML decided, not ``--set`` or a flag)."""
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for name, section in (yaml_layer.get("backends") or {}).items():
+        if not isinstance(section, Mapping):
             continue
-        try:
-            options_model = entry.load().Options
-        except Exception:  # an unimportable plugin is reported by `segkit backends`, not here
-            out[name] = options
-            continue
-        try:
-            validated = options_model.model_validate(dict(options), context={"base_dir": path.resolve().parent})
-        except ValidationError as err:
-            msg = f"{path}: " + render_validation_error(err, options_model, prefix=f"backends.{name}.")
-            raise ConfigError(msg) from None
-        out[name] = validated.model_dump(exclude_unset=True)
+        overridden = {key for layer in overrides for key in ((layer.get("backends") or {}).get(name) or {})}
+        out[name] = (path, {k: v for k, v in section.items() if k not in overridden})
     return out
+
+
+def backend_options(config: SegkitConfig, name: str, model: type[BaseModel]) -> BaseModel:
+    """Validate ``backends.<name>`` of `config` with the backend's ``Options`` `model`.
+
+    Values that came from the YAML are validated with the YAML's folder as the base of relative
+    paths (and errors name the file); ``--set`` and flag values resolve against the working directory.
+
+    Raises:
+        ConfigError: One ``backends.<name>.<key>: reason`` per problem.
+    """
+    prefix = f"backends.{name}."
+    section = dict(config.backends.get(name) or {})
+    path, from_yaml = config._backend_yaml.get(name, (None, {}))
+    if path is not None and from_yaml:
+        # Validate the whole section once with the YAML's folder as the base, keep those values only
+        # for the keys the YAML set (a model validator may need keys from several layers).
+        try:
+            anchored = model.model_validate(section, context={"base_dir": path.resolve().parent})
+        except ValidationError as err:
+            in_yaml = all(str(e["loc"][0]) in from_yaml for e in err.errors() if e["loc"])
+            where = f"{path}: " if in_yaml else ""
+            raise ConfigError(where + render_validation_error(err, model, prefix=prefix)) from None
+        section.update({key: getattr(anchored, key) for key in from_yaml if key in model.model_fields})
+    try:
+        return model.model_validate(section)
+    except ValidationError as err:
+        raise ConfigError(render_validation_error(err, model, prefix=prefix)) from None
 
 
 def dump_config(config: BaseModel) -> str:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo
 
 DATASET_NAME_PATTERN = r"^Dataset\d{3}_[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -408,6 +408,8 @@ class SegkitConfig(Strict):
         default_factory=dict,
         description="Options per backend (backends.<name>.<option>), validated by that backend's Options model.",
     )
+    _backend_yaml: dict[str, tuple[Path, dict[str, Any]]] = PrivateAttr(default_factory=dict)
+    """Per backend: the YAML file and the keys it set (`segkit.config.load.backend_options` anchors them)."""
     stats: StatsConfig = Field(default_factory=StatsConfig, description="`segkit data stats` and `segkit viz stats`.")
     viz: VizConfig = Field(default_factory=VizConfig, description="`segkit viz` commands.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="`segkit eval`.")
