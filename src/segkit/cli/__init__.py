@@ -19,14 +19,26 @@ import segkit
 from segkit.errors import SegkitError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("segkit.cli.demo", "Synthesise a cohort, train MONAI on it, predict held-out cases, score them and draw them."),
-    "train": ("segkit.cli.train", "Train a backend on one or more folds (nnU-Net: results go to nnUNet_results; MONAI: to --output-root)."),
+    "demo": (
+        "segkit.cli.demo",
+        "Synthesise a cohort, train MONAI on it, predict held-out cases, score them and draw them.",
+    ),
+    "train": (
+        "segkit.cli.train",
+        "Train a backend on one or more folds (nnU-Net: results go to nnUNet_results; MONAI: to --output-root).",
+    ),
     "infer": ("segkit.cli.infer", "Predict <case>.nii.gz label maps for BraTS cases (several folds: ensemble)."),
     "eval": ("segkit.cli.eval", "Score predictions like the official BraTS 2024 scorer, plus nnU-Net voxel metrics."),
-    "backends": ("segkit.cli.backends_cmd", "List installed training/inference backends and whether each can run here."),
+    "backends": (
+        "segkit.cli.backends_cmd",
+        "List installed training/inference backends and whether each can run here.",
+    ),
     "data": ("segkit.cli.data", "Stage data: synthesise, check, export to nnU-Net, write folds."),
     "config": ("segkit.cli.config_cmd", "Inspect run configs: JSON schema and resolved values."),
-    "viz": ("segkit.cli.viz", "Look at the data: static panels, GIFs, an interactive viewer, cohort statistics, network figures."),
+    "viz": (
+        "segkit.cli.viz",
+        "Look at the data: static panels, GIFs, an interactive viewer, cohort statistics, network figures.",
+    ),
 }
 """Command -> (module whose ``app`` holds it, short help for ``segkit --help``).
 
@@ -46,7 +58,7 @@ class LazyGroup(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in COMMANDS:
             return None
-        module_name, short_help = COMMANDS[cmd_name]
+        short_help = COMMANDS[cmd_name][1]
         if self._listing:
             return typer.core.TyperCommand(name=cmd_name, short_help=short_help, help=short_help)
         return load_command(cmd_name)
@@ -118,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from typer import Abort
     from typer._click.exceptions import ClickException, UsageError
 
-    from segkit.cli._common import expand_multi_value, stderr
+    from segkit.cli._argv import expand_multi_value
 
     args = expand_multi_value(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -126,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SegkitError as err:
         _error(str(err), err.hint)
         if os.environ.get("SEGKIT_DEBUG"):
+            from segkit.cli._common import stderr
+
             stderr().print_exception()
         raise SystemExit(err.exit_code) from None
     except ClickException as err:
@@ -139,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _error("aborted", None)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
+        from segkit.cli._common import stderr
+
         stderr().print("[bold red]interrupted[/]")
         raise SystemExit(130) from None
     if isinstance(code, int) and code:

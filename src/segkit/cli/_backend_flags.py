@@ -107,7 +107,7 @@ def _annotation(flag: SharedFlag) -> Any:
     if flag.spec.kind == "tuple":
         return tuple[(item,) * flag.spec.nargs] | None  # type: ignore[misc]
     if flag.spec.kind == "list":
-        return list[item] | None  # type: ignore[valid-type]
+        return list[item] | None
     return item | None
 
 
@@ -152,7 +152,7 @@ class BackendCommand(TyperCommand):
         return type(f"{command.title()}Command", (cls,), {"flag_command": command})
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        from segkit.cli._common import expand_multi_value, value_test
+        from segkit.cli._argv import expand_multi_value, value_test
 
         wants_help = any(a in ("--help", "-h") for a in args)
         flags = self._add_flags(ctx, installed_flags(self.flag_command, _given_backend(args) if wants_help else None))

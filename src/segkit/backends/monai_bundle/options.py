@@ -136,14 +136,28 @@ class MonaiOptions(Strict):
         None, description="Crop-centre frequency of the 5 labels (default 1 1 1 1 1: rare classes as often as others)."
     )
     # --------------------------------------------------------------- training
-    stage1_epochs: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(20, ge=0, description="Stage 1 epochs: encoder frozen, decoder and head trained.")
-    stage2_epochs: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(30, ge=0, description="Stage 2 epochs: every parameter trained.")
-    stage1_lr: Annotated[float, CliFlag(commands=(TRAIN,))] = Field(1e-3, gt=0, description="Stage 1 learning rate (AdamW, cosine decay over the stage).")
-    stage2_lr: Annotated[float, CliFlag(commands=(TRAIN,))] = Field(1e-4, gt=0, description="Stage 2 learning rate (AdamW, cosine decay over the stage).")
+    stage1_epochs: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        20, ge=0, description="Stage 1 epochs: encoder frozen, decoder and head trained."
+    )
+    stage2_epochs: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        30, ge=0, description="Stage 2 epochs: every parameter trained."
+    )
+    stage1_lr: Annotated[float, CliFlag(commands=(TRAIN,))] = Field(
+        1e-3, gt=0, description="Stage 1 learning rate (AdamW, cosine decay over the stage)."
+    )
+    stage2_lr: Annotated[float, CliFlag(commands=(TRAIN,))] = Field(
+        1e-4, gt=0, description="Stage 2 learning rate (AdamW, cosine decay over the stage)."
+    )
     weight_decay: float = Field(1e-5, ge=0, description="AdamW weight decay.")
-    batch_size: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(2, ge=1, description="Cases per batch (each yields num_samples crops).")
-    stage1_accum: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(1, ge=1, description="Stage 1 gradient accumulation: batches per optimizer step.")
-    stage2_accum: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(1, ge=1, description="Stage 2 gradient accumulation: batches per optimizer step.")
+    batch_size: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        2, ge=1, description="Cases per batch (each yields num_samples crops)."
+    )
+    stage1_accum: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        1, ge=1, description="Stage 1 gradient accumulation: batches per optimizer step."
+    )
+    stage2_accum: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        1, ge=1, description="Stage 2 gradient accumulation: batches per optimizer step."
+    )
     class_weights: Annotated[list[float] | None, CliFlag(metavar="W0 W1 W2 W3 W4", commands=(TRAIN,))] = Field(
         None, description="DiceCE weights of the 5 classes (background NETC SNFH ET RC); default all 1."
     )
@@ -185,8 +199,12 @@ class MonaiOptions(Strict):
     roi_size: Annotated[tuple[int, int, int] | None, CliFlag(metavar="X Y Z", commands=(INFER,))] = Field(
         None, description="Sliding-window size in voxels, multiples of 8 (default: patch_size, else the checkpoint's)."
     )
-    sw_batch_size: Annotated[int, CliFlag(commands=(INFER,))] = Field(2, ge=1, description="Sliding windows per forward pass.")
-    sw_overlap: Annotated[float, CliFlag(commands=(INFER,))] = Field(0.5, ge=0, lt=1, description="Overlap of neighbouring sliding windows (fraction).")
+    sw_batch_size: Annotated[int, CliFlag(commands=(INFER,))] = Field(
+        2, ge=1, description="Sliding windows per forward pass."
+    )
+    sw_overlap: Annotated[float, CliFlag(commands=(INFER,))] = Field(
+        0.5, ge=0, lt=1, description="Overlap of neighbouring sliding windows (fraction)."
+    )
     sw_mode: Literal["gaussian", "constant"] = Field(
         "gaussian", description="Blending of overlapping windows (gaussian weights the window centres)."
     )
