@@ -146,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if type(err).__name__ == "NoArgsIsHelpError":
             raise SystemExit(err.exit_code) from None  # the help is already printed
         ctx = getattr(err, "ctx", None)
-        hint = f"see '{ctx.command_path} --help'" if isinstance(err, UsageError) and ctx is not None else None
+        hint = None
+        if isinstance(err, UsageError):
+            words = ["segkit", *(a for a in args[:2] if a in COMMANDS or not a.startswith("-"))][:3]
+            hint = f"see '{ctx.command_path if ctx is not None else ' '.join(words)} --help'"
         _error(" ".join(err.format_message().split()), hint)
         raise SystemExit(err.exit_code) from None
     except Abort:

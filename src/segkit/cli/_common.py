@@ -113,9 +113,16 @@ def print_json(obj: Any) -> None:
 
 
 def relpath(path: Path | str) -> str:
-    """`path` relative to the working directory when it lies below it (shorter output)."""
+    """`path` for printing through rich: relative to the working directory when below it, markup escaped.
+
+    Escaped so that a folder named ``cohort [backup]`` prints as such and one containing ``[/]`` does
+    not break the output; use it for every path in a console line or table cell.
+    """
+    from rich.markup import escape
+
     p = Path(path)
     try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
+        shown = str(p.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
-        return str(p)
+        shown = str(p)
+    return escape(shown)

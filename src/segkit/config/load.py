@@ -11,6 +11,7 @@ only when, the backend is selected; the YAML's part of it is still anchored to t
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,36 @@ def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+"""Byte-order marks, longest first (a UTF-32 LE mark starts with the UTF-16 LE one)."""
+
+
+def decode_text(raw: bytes, path: Path) -> str:
+    """Text of a config file: UTF-8, or UTF-8/16/32 with a byte-order mark (Notepad writes UTF-16 with one).
+
+    Raises:
+        ConfigError: Any other encoding, naming the file and the first undecodable byte.
+    """
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(encoding)
+            except UnicodeDecodeError as err:
+                msg = f"{path}: not valid {encoding.upper()} text after its byte-order mark (byte {err.start})"
+                raise ConfigError(msg, hint="save the run config as UTF-8") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        msg = f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"
+        raise ConfigError(msg, hint="save the run config as UTF-8") from None
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping with ``yaml.safe_load``.
 
@@ -76,10 +107,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as err:
         msg = f"{path}: cannot read config ({err.strerror or err})"
         raise ConfigError(msg) from err
+    text = decode_text(raw, path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
