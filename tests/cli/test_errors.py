@@ -21,7 +21,10 @@ def _one_error(err: str) -> str:
     ("args", "message"),
     [
         (["train", "--bogus"], "error: No such option: --bogus"),
-        (["data", "synth", "--cases", "many"], "error: Invalid value for '--cases' / '-n': Input should be a valid integer"),
+        (
+            ["data", "synth", "--cases", "many"],
+            "error: Invalid value for '--cases' / '-n': Input should be a valid integer",
+        ),
         (["train", "--option"], "error: Option '--option' requires an argument."),
         (["nosuch"], "error: No such command 'nosuch'."),
         (["train", "--spacing", "1", "2"], "error: Option '--spacing' requires 3 arguments."),
@@ -32,7 +35,8 @@ def test_usage_errors_are_one_line_with_a_hint(run_cli, args: list[str], message
     assert result.code == 2
     assert _one_error(result.err).startswith(message), result.err
     assert "--help" in result.err.splitlines()[-1]
-    assert "╭" not in result.err and "Usage:" not in result.err
+    assert "╭" not in result.err
+    assert "Usage:" not in result.err
 
 
 def test_utf16_run_config_with_bom_is_read(tmp_path: Path, run_cli) -> None:
@@ -41,7 +45,8 @@ def test_utf16_run_config_with_bom_is_read(tmp_path: Path, run_cli) -> None:
     assert config.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff")
     result = run_cli("config", "show", "--config", config)
     assert result.code == 0, result.err
-    assert "cases: 3" in result.out and "seed: 11" in result.out
+    assert "cases: 3" in result.out
+    assert "seed: 11" in result.out
 
 
 def test_non_utf8_run_config_is_one_line(tmp_path: Path, run_cli) -> None:

@@ -86,14 +86,20 @@ def test_plugin_help_shows_its_own_flags(plugin_env: dict[str, str], tmp_path: P
     out = segkit(plugin_env, tmp_path, "train", "--backend", "plug", "--help")
     assert out.returncode == 0, out.stderr
     assert "Plug backend" in out.stdout
-    assert "--plug-quantile" in out.stdout and "-Q" in out.stdout
+    assert "--plug-quantile" in out.stdout
+    assert "-Q" in out.stdout
     assert "Threshold quantile of the plug backend." in out.stdout
-    assert "MONAI backend" not in out.stdout and "nnU-Net backend" not in out.stdout
-    assert "--stage2-lr" not in out.stdout and "--trainer" not in out.stdout
+    assert "MONAI backend" not in out.stdout
+    assert "nnU-Net backend" not in out.stdout
+    assert "--stage2-lr" not in out.stdout
+    assert "--trainer" not in out.stdout
     infer = segkit(plugin_env, tmp_path, "infer", "--backend", "plug", "--help")
-    assert "--plug-quantile" in infer.stdout and "--plug-modality" not in infer.stdout
+    assert "--plug-quantile" in infer.stdout
+    assert "--plug-modality" not in infer.stdout
     every = segkit(plugin_env, tmp_path, "train", "--help")
-    assert "--plug-quantile" in every.stdout and "--stage2-lr" in every.stdout and "--trainer" in every.stdout
+    assert "--plug-quantile" in every.stdout
+    assert "--stage2-lr" in every.stdout
+    assert "--trainer" in every.stdout
     assert all(panel in every.stdout for panel in ("Plug backend", "MONAI backend", "nnU-Net backend"))
 
 

@@ -63,6 +63,19 @@ class LazyGroup(TyperGroup):
             return typer.core.TyperCommand(name=cmd_name, short_help=short_help, help=short_help)
         return load_command(cmd_name)
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        from typer._click.exceptions import UsageError
+
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as err:
+            from difflib import get_close_matches
+
+            matches = get_close_matches(args[0], list(COMMANDS)) if args else []
+            if matches and "Did you mean" not in err.message:
+                err.message = err.message.rstrip(".") + ". Did you mean " + ", ".join(map(repr, matches)) + "?"
+            raise
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
         try:
@@ -78,6 +91,8 @@ def load_command(name: str) -> Any:
     module = importlib.import_module(COMMANDS[name][0])
     command = typer.main.get_command(module.app)
     command.name = name
+    # shell completion is not offered (the root app disables it); sub-apps would add it again
+    command.params = [p for p in command.params if p.name not in ("install_completion", "show_completion")]
     return command
 
 

@@ -161,20 +161,24 @@ class BackendCommand(TyperCommand):
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
-        if META_KEY + ".params" not in ctx.meta:  # help or docs without parsing: every backend's flags
+        if self._key(".params") not in ctx.meta:  # help or docs without parsing: every backend's flags
             self._add_flags(ctx, installed_flags(self.flag_command))
-        extra = ctx.meta[META_KEY + ".params"]
+        extra = ctx.meta[self._key(".params")]
         return [*params[:-1], *extra, params[-1]] if params else list(extra)  # --help stays last
+
+    def _key(self, suffix: str = "") -> str:
+        # ctx.meta is shared by every context of one invocation (and by the docs generator's walk)
+        return f"{META_KEY}.{self.flag_command}{suffix}"
 
     def _add_flags(self, ctx: Any, flags: list[SharedFlag]) -> list[SharedFlag]:
         taken = {opt for p in self.params for opt in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))}
         flags = [f for f in flags if not (set(f.spec.names) | {f.spec.off}) & taken]
-        ctx.meta[META_KEY] = {f.param_name: f for f in flags}
-        ctx.meta[META_KEY + ".params"] = [_click_param(f) for f in flags]
+        ctx.meta[self._key()] = {f.param_name: f for f in flags}
+        ctx.meta[self._key(".params")] = [_click_param(f) for f in flags]
         return flags
 
     def invoke(self, ctx: Any) -> Any:
-        flags: dict[str, SharedFlag] = ctx.meta.get(META_KEY, {})
+        flags: dict[str, SharedFlag] = ctx.meta.get(self._key(), {})
         given = {}
         for name, flag in flags.items():
             value = ctx.params.pop(name, None)
