@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from segkit.config.models import SegkitConfig, TrainConfig
+from segkit.config.models import NnUNetPaths, SegkitConfig, TrainConfig
 from segkit.config.models import field_description as _d
 
 if TYPE_CHECKING:
@@ -40,6 +40,14 @@ FoldOpt = Annotated[
 DeviceOpt = Annotated[str | None, typer.Option("--device", help=_d(TrainConfig, "device"))]
 DatasetOpt = Annotated[
     str | None, typer.Option("--dataset-id", "-d", help=_d(SegkitConfig, "dataset"), metavar="DatasetNNN_Name")
+]
+NnUNetRawOpt = Annotated[Path | None, typer.Option("--nnunet-raw", help=_d(NnUNetPaths, "raw") + " Beats $nnUNet_raw.")]
+NnUNetPreprocessedOpt = Annotated[
+    Path | None,
+    typer.Option("--nnunet-preprocessed", help=_d(NnUNetPaths, "preprocessed") + " Beats $nnUNet_preprocessed."),
+]
+NnUNetResultsOpt = Annotated[
+    Path | None, typer.Option("--nnunet-results", help=_d(NnUNetPaths, "results") + " Beats $nnUNet_results.")
 ]
 OptionOpt = Annotated[
     list[str] | None,

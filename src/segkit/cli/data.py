@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from segkit.cli._backend_flags import BackendCommand, resolve_with_backend
+from segkit.cli._backend_flags import (
+    BackendCommand,
+    NnUNetPreprocessedOpt,
+    NnUNetRawOpt,
+    NnUNetResultsOpt,
+    resolve_with_backend,
+)
 from segkit.cli._common import (
     ConfigOpt,
     JsonOpt,
@@ -265,6 +271,9 @@ def splits(
 def plan(
     ctx: typer.Context,
     dataset_id: DatasetOpt = None,
+    nnunet_raw: NnUNetRawOpt = None,
+    nnunet_preprocessed: NnUNetPreprocessedOpt = None,
+    nnunet_results: NnUNetResultsOpt = None,
     configurations: Annotated[
         list[str] | None,
         typer.Option("--configurations", help=_d(PlanConfig, "configurations"), metavar="NAME...", show_default=False),
@@ -301,6 +310,9 @@ def plan(
         "plan",
         {
             "dataset": dataset_id,
+            "nnunet.raw": nnunet_raw,
+            "nnunet.preprocessed": nnunet_preprocessed,
+            "nnunet.results": nnunet_results,
             "plan.configurations": configurations,
             "plan.verify_dataset_integrity": verify_dataset_integrity,
             "plan.num_processes": num_processes,

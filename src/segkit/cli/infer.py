@@ -13,6 +13,9 @@ from segkit.cli._backend_flags import (
     DatasetOpt,
     DeviceOpt,
     FoldOpt,
+    NnUNetPreprocessedOpt,
+    NnUNetRawOpt,
+    NnUNetResultsOpt,
     OptionOpt,
     parse_folds,
     resolve_with_backend,
@@ -40,6 +43,9 @@ def infer(
     fold: FoldOpt = None,
     device: DeviceOpt = None,
     dataset_id: DatasetOpt = None,
+    nnunet_raw: NnUNetRawOpt = None,
+    nnunet_preprocessed: NnUNetPreprocessedOpt = None,
+    nnunet_results: NnUNetResultsOpt = None,
     ensemble: Annotated[bool | None, typer.Option("--ensemble", help=_d(InferConfig, "ensemble"))] = None,
     save_probabilities: Annotated[
         bool | None, typer.Option("--save-probabilities", help=_d(InferConfig, "save_probabilities"))
@@ -79,6 +85,9 @@ def infer(
         "infer.ground_truth": ground_truth,
         "infer.evaluation_output": evaluation_output,
         "dataset": dataset_id,
+        "nnunet.raw": nnunet_raw,
+        "nnunet.preprocessed": nnunet_preprocessed,
+        "nnunet.results": nnunet_results,
     }
     cfg = resolve_with_backend(ctx, config, sets, options, "infer", common)
     with progress_sink(ctx) as sink:

@@ -13,6 +13,9 @@ from segkit.cli._backend_flags import (
     DatasetOpt,
     DeviceOpt,
     FoldOpt,
+    NnUNetPreprocessedOpt,
+    NnUNetRawOpt,
+    NnUNetResultsOpt,
     OptionOpt,
     parse_folds,
     resolve_with_backend,
@@ -26,6 +29,9 @@ def train(
     fold: FoldOpt = None,
     device: DeviceOpt = None,
     dataset_id: DatasetOpt = None,
+    nnunet_raw: NnUNetRawOpt = None,
+    nnunet_preprocessed: NnUNetPreprocessedOpt = None,
+    nnunet_results: NnUNetResultsOpt = None,
     options: OptionOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -41,7 +47,15 @@ def train(
     """
     from segkit import api
 
-    common = {"train.backend": backend, "train.fold": parse_folds(fold), "train.device": device, "dataset": dataset_id}
+    common = {
+        "train.backend": backend,
+        "train.fold": parse_folds(fold),
+        "train.device": device,
+        "dataset": dataset_id,
+        "nnunet.raw": nnunet_raw,
+        "nnunet.preprocessed": nnunet_preprocessed,
+        "nnunet.results": nnunet_results,
+    }
     cfg = resolve_with_backend(ctx, config, sets, options, "train", common)
     with progress_sink(ctx) as sink:
         results = api.train(cfg, progress=sink)

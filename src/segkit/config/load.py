@@ -1,6 +1,8 @@
 """Build a validated `SegkitConfig` from defaults, a YAML file, ``--set`` overrides and explicit flags.
 
-Precedence, lowest first: model defaults < YAML < ``--set key=value`` < explicit command-line flags.
+Precedence, lowest first: model defaults < the ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results``
+environment variables < YAML < ``--set key=value`` < explicit command-line flags (`source_of` says which
+layer supplied a value). A dataset given by number (``501``, ``Dataset501``) becomes its full name.
 Relative paths in the YAML resolve against the YAML's folder; everything else against the working
 directory. Every validation problem becomes a `ConfigError` naming the dotted key and the reason.
 
@@ -178,22 +180,111 @@ def load_config(
     yaml_layer: dict[str, Any] = {}
     if path is not None:
         raw = read_yaml(path)
+        short_dataset = raw.pop("dataset", None) if _is_dataset_number(raw.get("dataset")) else None
         try:
             validated = SegkitConfig.model_validate(raw, context={"base_dir": Path(path).resolve().parent})
         except ValidationError as err:
             msg = f"{path}: {render_validation_error(err)}"
             raise ConfigError(msg) from None
         yaml_layer = validated.model_dump(exclude_unset=True)
+        if short_dataset is not None:
+            yaml_layer["dataset"] = short_dataset
+    env_layer = environment_layer()
     set_layer = nest(dict(parse_set(item) for item in sets))
     flag_layer = nest({k: v for k, v in (flags or {}).items() if v is not None})
-    merged = merge(merge(yaml_layer, set_layer), flag_layer)
+    merged = merge(merge(merge(env_layer, yaml_layer), set_layer), flag_layer)
+    if isinstance(merged.get("dataset"), str | int):
+        merged["dataset"] = resolve_dataset_name(merged["dataset"], merged.get("nnunet") or {})
     try:
         config = SegkitConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(render_validation_error(err)) from None
+    yaml_name = str(path) if path is not None else "YAML"
+    layers = (("environment", env_layer), (yaml_name, yaml_layer), ("--set", set_layer), ("flag", flag_layer))
+    config._sources = {key: name for name, layer in layers for key in _leaf_keys(layer)}
     if path is not None:
         config._backend_yaml = _yaml_backend_parts(Path(path), yaml_layer, set_layer, flag_layer)
     return config
+
+
+NNUNET_ENVIRONMENT = {"nnUNet_raw": "raw", "nnUNet_preprocessed": "preprocessed", "nnUNet_results": "results"}
+"""nnU-Net's environment variables -> ``nnunet.<key>``: a config layer between the defaults and the YAML."""
+
+
+def environment_layer() -> dict[str, Any]:
+    """``{"nnunet": {...}}`` from the exported ``nnUNet_*`` variables (empty values are ignored)."""
+    import os
+
+    found = {key: Path(os.environ[var]) for var, key in NNUNET_ENVIRONMENT.items() if os.environ.get(var, "").strip()}
+    return {"nnunet": found} if found else {}
+
+
+def _leaf_keys(layer: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and value and key != "backends":
+            keys.extend(_leaf_keys(value, f"{prefix}{key}."))
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def source_of(config: SegkitConfig, key: str) -> str:
+    """Where the value of dotted `key` came from: default, environment, the YAML file, --set or flag."""
+    parts = key.split(".")
+    for i in range(len(parts), 0, -1):
+        source = config._sources.get(".".join(parts[:i]))
+        if source is not None:
+            return source
+    return "default"
+
+
+def _is_dataset_number(value: Any) -> bool:
+    import re
+
+    return isinstance(value, int | str) and re.fullmatch(r"(?:Dataset)?\d{1,3}", str(value).strip()) is not None
+
+
+def resolve_dataset_name(value: str | int, nnunet: Mapping[str, Any]) -> str:
+    """``501``, ``Dataset501`` or ``Dataset501_Name`` -> the full name, as nnU-Net's ``maybe_convert_to_dataset_name``.
+
+    A full name is returned as it is (``data prepare`` creates new ones). A number is looked up as
+    ``DatasetNNN_*`` in the nnU-Net raw, preprocessed and results folders.
+
+    Raises:
+        ConfigError: No such dataset, or several names with that number.
+    """
+    import re
+
+    from segkit.config.models import DATASET_NAME_PATTERN, NnUNetPaths
+
+    text = str(value).strip()
+    match = re.fullmatch(r"(?:Dataset)?(\d{1,3})", text)
+    if match is None:
+        return text  # a full name (or an invalid one, which the model reports)
+    number = int(match.group(1))
+    try:
+        paths = NnUNetPaths.model_validate(dict(nnunet))
+    except ValidationError as err:
+        raise ConfigError(render_validation_error(err, NnUNetPaths, prefix="nnunet.")) from None
+    roots = (paths.raw, paths.preprocessed, paths.results)
+    names = sorted(
+        {
+            p.name
+            for root in roots
+            if root.is_dir()
+            for p in root.glob(f"Dataset{number:03d}_*")
+            if p.is_dir() and re.match(DATASET_NAME_PATTERN, p.name)
+        }
+    )
+    if len(names) == 1:
+        return names[0]
+    where = ", ".join(str(root) for root in roots)
+    if not names:
+        msg = f"dataset {text}: no Dataset{number:03d}_* folder in {where}"
+        raise ConfigError(msg, hint="give the full name (DatasetNNN_Name), or point --nnunet-raw etc. at your folders")
+    msg = f"dataset {text} is ambiguous: {', '.join(names)} (in {where})"
+    raise ConfigError(msg, hint="give the full name")
 
 
 def _yaml_backend_parts(

@@ -408,6 +408,8 @@ class SegkitConfig(Strict):
         default_factory=dict,
         description="Options per backend (backends.<name>.<option>), validated by that backend's Options model.",
     )
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    """Dotted key -> the layer that set it (environment, the YAML file, --set, flag); see `load.source_of`."""
     _backend_yaml: dict[str, tuple[Path, dict[str, Any]]] = PrivateAttr(default_factory=dict)
     """Per backend: the YAML file and the keys it set (`segkit.config.load.backend_options` anchors them)."""
     stats: StatsConfig = Field(default_factory=StatsConfig, description="`segkit data stats` and `segkit viz stats`.")
