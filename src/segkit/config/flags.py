@@ -12,9 +12,10 @@ runs, so a new backend (built in or a plugin) edits nothing under ``segkit/cli``
 
     class MyOptions(Strict):
         cli_panel: ClassVar[str] = "My backend"          # help panel (default: "<name> backend")
-        depth: Annotated[int, Field(4, ge=1, description="Encoder depth."), CliFlag(commands=(TRAIN,))]
-        tta: Annotated[bool, Field(True, description="Mirror at test time."),
-                       CliFlag("--tta", off="--disable-tta", commands=(INFER,))]
+        depth: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(4, ge=1, description="Encoder depth.")
+        tta: Annotated[bool, CliFlag("--tta", off="--disable-tta", commands=(INFER,))] = Field(
+            True, description="Mirror at test time."
+        )
 
 What the CLI derives from a field:
 
