@@ -395,7 +395,10 @@ class SegkitConfig(Strict):
     """A segkit run config: shared settings plus one section per command."""
 
     version: Literal[1] = Field(1, description="Config format version.")
-    dataset: DatasetName = Field("Dataset501_BraTSPostTx", description="nnU-Net dataset name, DatasetNNN_Name.")
+    dataset: DatasetName = Field(
+        "Dataset501_BraTSPostTx",
+        description="nnU-Net dataset: DatasetNNN_Name, or its number (501, Dataset501) when it exists.",
+    )
     nnunet: NnUNetPaths = Field(default_factory=NnUNetPaths, description="nnU-Net folders.")
     synth: SynthConfig = Field(default_factory=SynthConfig, description="`segkit data synth`.")
     check: CheckConfig = Field(default_factory=CheckConfig, description="`segkit data check`.")
