@@ -212,7 +212,10 @@ def train(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list
     dataset = dataset_ref(config)
     folds = _expand_folds(backend, dataset, options, folds_of(cfg.fold))
     requests = [
-        TrainRequest(dataset=dataset, fold=fold, device=device, config_yaml=dump_config(config)) for fold in folds
+        TrainRequest(
+            dataset=dataset, fold=fold, device=device, config_yaml=dump_config(config, backends={cfg.backend: options})
+        )
+        for fold in folds
     ]
     for request in requests:
         backend.check(request, options)

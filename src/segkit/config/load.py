@@ -328,8 +328,15 @@ def backend_options(config: SegkitConfig, name: str, model: type[BaseModel]) -> 
         raise ConfigError(render_validation_error(err, model, prefix=prefix)) from None
 
 
-def dump_config(config: BaseModel) -> str:
-    """The fully resolved config as YAML (paths as strings), for ``config show`` and run folders."""
+def dump_config(config: BaseModel, *, backends: Mapping[str, BaseModel] | None = None) -> str:
+    """The fully resolved config as YAML (paths as strings), for ``config show`` and run folders.
+
+    `backends` maps a backend name to its validated options (`backend_options`), which then replace
+    that backend's raw section: every option with its value, relative YAML paths anchored.
+    """
     import yaml
 
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    data = config.model_dump(mode="json")
+    for name, options in (backends or {}).items():
+        data.setdefault("backends", {})[name] = options.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)
