@@ -24,6 +24,8 @@ def _stable_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("TERM", "dumb")
     monkeypatch.delenv("SEGKIT_DEBUG", raising=False)
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # a config layer: see config.load
+        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture

@@ -94,3 +94,15 @@ def test_eval_figure_loads_only_matplotlib(tmp_path) -> None:
     code = f"from segkit.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
     assert _loaded_after(code) == ["matplotlib"]
     assert (tmp_path / "out" / "lesion_metrics.png").is_file()
+
+
+def test_root_help_imports_no_command_module() -> None:
+    """`segkit --help` lists `segkit.cli.COMMANDS` without importing them, numpy, pydantic or typer's rich help."""
+    code = (
+        "from segkit.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "import sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'pydantic', 'yaml')"
+        " or m.startswith('segkit.') and m not in ('segkit.cli', 'segkit.cli._argv', 'segkit.errors')"
+        " or m in ('typer.rich_utils', 'rich.markdown', 'rich.syntax')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

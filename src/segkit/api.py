@@ -160,11 +160,11 @@ def backend_and_options(
         BackendError: The backend's framework is not installed.
         ConfigError: Invalid options, named ``backends.<name>.<key>``.
     """
-    from segkit.backends.base import validate_options
     from segkit.backends.registry import load_backend
+    from segkit.config.load import backend_options
 
     backend = load_backend(name, available=available)
-    options = validate_options(backend, config.backends.get(name), where=f"backends.{name}")
+    options = backend_options(config, name, backend.Options)
     return backend, options
 
 
@@ -222,7 +222,10 @@ def train(config: SegkitConfig, *, progress: ProgressSink | None = None) -> list
     dataset = dataset_ref(config)
     folds = _expand_folds(backend, dataset, options, folds_of(cfg.fold))
     requests = [
-        TrainRequest(dataset=dataset, fold=fold, device=device, config_yaml=dump_config(config)) for fold in folds
+        TrainRequest(
+            dataset=dataset, fold=fold, device=device, config_yaml=dump_config(config, backends={cfg.backend: options})
+        )
+        for fold in folds
     ]
     for request in requests:
         backend.check(request, options)

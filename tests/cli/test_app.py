@@ -79,7 +79,7 @@ def test_backends_lists_without_error(run_cli) -> None:
 
 
 def test_multi_value_options_stop_at_positionals() -> None:
-    from segkit.cli._common import expand_multi_value
+    from segkit.cli._argv import expand_multi_value
 
     assert expand_multi_value(["eval", "--labels", "1", "3", "gt", "pred"]) == [
         "eval",

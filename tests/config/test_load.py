@@ -118,3 +118,51 @@ def test_dump_roundtrip(tmp_path: Path) -> None:
     yml = write(tmp_path / "resolved.yaml", dump_config(cfg))
     assert load_config(yml).synth.cases == 4
     assert load_config(yml).prepare.clean is True
+
+
+def test_backend_sections_are_validated_only_when_selected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.backends.monai_bundle.options import MonaiOptions
+    from segkit.backends.nnunet.options import NnUNetOptions
+    from segkit.config.load import backend_options
+
+    yml = write(
+        tmp_path / "configs" / "run.yaml",
+        "backends:\n  nnunet:\n    pretrained_weights: w/fold0.pth\n    epochs: 3\n  monai:\n    stage1_epochs: -1\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(yml)  # the invalid monai section does not matter until monai is selected
+    nnunet = backend_options(cfg, "nnunet", NnUNetOptions)
+    assert nnunet.pretrained_weights == tmp_path / "configs" / "w" / "fold0.pth"  # anchored to the YAML
+    assert nnunet.epochs == 3
+    with pytest.raises(ConfigError, match=r"run.yaml: backends.monai.stage1_epochs: Input should be greater"):
+        backend_options(cfg, "monai", MonaiOptions)
+    overridden = load_config(yml, sets=["backends.nnunet.pretrained_weights=other.pth"])
+    assert backend_options(overridden, "nnunet", NnUNetOptions).pretrained_weights == Path("other.pth")
+    flagged = load_config(yml, flags={"backends.nnunet.epochs": 5})
+    assert backend_options(flagged, "nnunet", NnUNetOptions).epochs == 5
+    with pytest.raises(ConfigError, match=r"^backends.nnunet.epochs: Input should be greater than or equal to 1$"):
+        backend_options(load_config(yml, sets=["backends.nnunet.epochs=0"]), "nnunet", NnUNetOptions)
+
+
+def test_loading_a_config_imports_no_backend(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    yml = write(tmp_path / "run.yaml", "backends:\n  nnunet:\n    epochs: 3\n  monai:\n    amp: true\n")
+    code = (
+        "import sys\nfrom segkit.config import load_config\n"
+        f"load_config({str(yml)!r})\nprint(sorted(m for m in sys.modules if m.startswith('segkit.backends')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_utf8_bom_and_utf32_configs(tmp_path: Path) -> None:
+    for encoding in ("utf-8-sig", "utf-16-be", "utf-32"):
+        path = tmp_path / f"{encoding}.yaml"
+        text = "synth:\n  cases: 4\n"
+        data = text.encode(encoding)
+        if encoding == "utf-16-be":
+            data = b"\xfe\xff" + data
+        path.write_bytes(data)
+        assert load_config(path).synth.cases == 4, encoding

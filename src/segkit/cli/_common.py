@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from segkit.config.load import load_config
-from segkit.config.models import SegkitConfig
 from segkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from segkit.cli._progress import RichProgressSink
+    from segkit.config.models import SegkitConfig
 
 YAML_SUFFIXES = (".yml", ".yaml")
 CONFIG_HINT = "the plans configuration is -C/--configuration (--config is a run-config YAML)"
@@ -70,94 +68,14 @@ SetOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
-def _any(token: str) -> bool:
-    return True
-
-
-def _number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
-
-
-def _fold(token: str) -> bool:
-    return token == "all" or token.isdigit()
-
-
-MULTI_VALUE_OPTIONS: dict[str, Callable[[str], bool]] = {
-    "--train-sources": _any,
-    "--test-sources": _any,
-    "--data-root": _any,
-    "--input": _any,
-    "-i": _any,
-    "--encoder-prefix": _any,
-    "--configurations": _any,
-    "--labels": _number,
-    "--class-weights": _number,
-    "--indices": _number,
-    "--fold": _fold,
-    "-f": _fold,
-}
-"""Options that take one or more values after one flag (``--train-sources a b``), as the seed scripts did,
-with a test of what a value can look like.
-
-Click options have a fixed number of values, so `expand_multi_value` rewrites ``--opt a b`` into
-``--opt a --opt b`` before parsing. An option name listed here must take a list in every command.
-Options of numbers (or folds) stop at the first token that is not one, so positional arguments after
-them survive: ``segkit eval --labels 1 2 GT PRED``.
-"""
-
-
-def expand_multi_value(argv: Sequence[str]) -> list[str]:
-    """Rewrite ``--opt a b c`` into ``--opt a --opt b --opt c`` for the options in `MULTI_VALUE_OPTIONS`.
-
-    Values are taken until the next token that starts with ``-`` (negative numbers excepted), that the
-    option's value test rejects, or the end; ``--`` stops the expansion.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if token == "--":
-            out.extend(argv[i:])
-            break
-        name, eq, inline = token.partition("=")
-        accepts = MULTI_VALUE_OPTIONS.get(name)
-        if accepts is not None:
-            values = [inline] if eq else []
-            j = i + 1
-            while j < len(argv) and not _is_flag(argv[j]) and (accepts(argv[j]) or not values):
-                values.append(argv[j])
-                j += 1
-            if not values:
-                out.append(token)
-            for value in values:
-                out.extend([name, value])
-            i = j
-            continue
-        out.append(token)
-        i += 1
-    return out
-
-
-def _is_flag(token: str) -> bool:
-    if not token.startswith("-") or token == "-":
-        return False
-    try:
-        float(token)
-    except ValueError:
-        return True
-    return False
-
-
 def resolve(config: Path | None, sets: list[str] | None, **flags: Any) -> SegkitConfig:
     """Load the run config with precedence default < YAML < --set < flags.
 
     `flags` map dotted config keys, written with ``__`` for dots (``prepare__clean=True``), to the
     values of explicit flags; None means the flag was not given.
     """
+    from segkit.config.load import load_config
+
     dotted = {key.replace("__", "."): value for key, value in flags.items()}
     return load_config(config, sets=sets or (), flags=dotted)
 
@@ -195,9 +113,16 @@ def print_json(obj: Any) -> None:
 
 
 def relpath(path: Path | str) -> str:
-    """`path` relative to the working directory when it lies below it (shorter output)."""
+    """`path` for printing through rich: relative to the working directory when below it, markup escaped.
+
+    Escaped so that a folder named ``cohort [backup]`` prints as such and one containing ``[/]`` does
+    not break the output; use it for every path in a console line or table cell.
+    """
+    from rich.markup import escape
+
     p = Path(path)
     try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
+        shown = str(p.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
-        return str(p)
+        shown = str(p)
+    return escape(shown)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel
 
+from segkit.cli._backend_flags import DatasetOpt, NnUNetPreprocessedOpt, NnUNetRawOpt, NnUNetResultsOpt
 from segkit.cli._common import ConfigOpt, SetOpt, resolve
 from segkit.config.load import dump_config
 from segkit.config.models import SegkitConfig
@@ -38,6 +39,29 @@ def schema(
 
 
 @app.command()
-def show(config: ConfigOpt = None, sets: SetOpt = None) -> None:
-    """Print the fully resolved run config as YAML (defaults < YAML < --set)."""
-    sys.stdout.write(dump_config(resolve(config, sets)))
+def show(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    dataset_id: DatasetOpt = None,
+    nnunet_raw: NnUNetRawOpt = None,
+    nnunet_preprocessed: NnUNetPreprocessedOpt = None,
+    nnunet_results: NnUNetResultsOpt = None,
+) -> None:
+    """Print the fully resolved run config as YAML (defaults < environment < YAML < --set < flag).
+
+    A comment block at the end says where the nnU-Net folders and every non-default value came from.
+    """
+    from segkit.config.load import source_of
+
+    cfg = resolve(
+        config,
+        sets,
+        dataset=dataset_id,
+        nnunet__raw=nnunet_raw,
+        nnunet__preprocessed=nnunet_preprocessed,
+        nnunet__results=nnunet_results,
+    )
+    lines = [f"#   nnunet.{key}: {source_of(cfg, f'nnunet.{key}')}" for key in ("raw", "preprocessed", "results")]
+    lines += [f"#   {key}: {source}" for key, source in sorted(cfg._sources.items()) if not key.startswith("nnunet.")]
+    sys.stdout.write(dump_config(cfg) + "# where the values come from (anything not listed: default):\n")
+    sys.stdout.write("\n".join(lines) + "\n")

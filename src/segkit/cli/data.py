@@ -10,8 +10,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from segkit.backends.nnunet.options import NnUNetOptions
-from segkit.cli._backend_flags import resolve_with_backend
+from segkit.cli._backend_flags import (
+    BackendCommand,
+    NnUNetPreprocessedOpt,
+    NnUNetRawOpt,
+    NnUNetResultsOpt,
+    resolve_with_backend,
+)
 from segkit.cli._common import (
     ConfigOpt,
     JsonOpt,
@@ -283,15 +288,17 @@ def splits(
     console.print(f"{result.status}: {relpath(result.path)}")
 
 
-@app.command()
+@app.command(cls=BackendCommand.of("plan"))
 def plan(
     ctx: typer.Context,
     dataset_id: DatasetOpt = None,
+    nnunet_raw: NnUNetRawOpt = None,
+    nnunet_preprocessed: NnUNetPreprocessedOpt = None,
+    nnunet_results: NnUNetResultsOpt = None,
     configurations: Annotated[
         list[str] | None,
         typer.Option("--configurations", help=_d(PlanConfig, "configurations"), metavar="NAME...", show_default=False),
     ] = None,
-    planner: Annotated[str | None, typer.Option(help=_d(NnUNetOptions, "planner"))] = None,
     verify_dataset_integrity: Annotated[
         bool | None,
         typer.Option("--verify-dataset-integrity", help=_d(PlanConfig, "verify_dataset_integrity")),
@@ -317,12 +324,16 @@ def plan(
     from segkit import api
 
     cfg = resolve_with_backend(
+        ctx,
         config,
         sets,
         None,
         "plan",
         {
             "dataset": dataset_id,
+            "nnunet.raw": nnunet_raw,
+            "nnunet.preprocessed": nnunet_preprocessed,
+            "nnunet.results": nnunet_results,
             "plan.configurations": configurations,
             "plan.verify_dataset_integrity": verify_dataset_integrity,
             "plan.num_processes": num_processes,
@@ -330,7 +341,6 @@ def plan(
             "plan.preprocess": preprocess,
             "plan.gpu_memory_target": gpu_memory_target,
         },
-        {"planner": planner},
     )
     with progress_sink(ctx) as sink:
         result = api.plan(cfg, progress=sink)

@@ -94,3 +94,7 @@ def demo(
 
 def _fmt(value: float, digits: int = 3) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+app = typer.Typer()
+app.command("demo")(demo)

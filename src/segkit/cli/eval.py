@@ -182,3 +182,7 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+app = typer.Typer()
+app.command("eval")(eval_cmd)

@@ -1,12 +1,19 @@
 """Build a validated `SegkitConfig` from defaults, a YAML file, ``--set`` overrides and explicit flags.
 
-Precedence, lowest first: model defaults < YAML < ``--set key=value`` < explicit command-line flags.
+Precedence, lowest first: model defaults < the ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results``
+environment variables < YAML < ``--set key=value`` < explicit command-line flags (`source_of` says which
+layer supplied a value). A dataset given by number (``501``, ``Dataset501``) becomes its full name.
 Relative paths in the YAML resolve against the YAML's folder; everything else against the working
 directory. Every validation problem becomes a `ConfigError` naming the dotted key and the reason.
+
+Backend sections (``backends.<name>``) are plain mappings here: loading a config imports no backend.
+`backend_options` validates one backend's section with that backend's ``Options`` model when, and
+only when, the backend is selected; the YAML's part of it is still anchored to the YAML's folder.
 """
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -63,6 +70,36 @@ def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+"""Byte-order marks, longest first (a UTF-32 LE mark starts with the UTF-16 LE one)."""
+
+
+def decode_text(raw: bytes, path: Path) -> str:
+    """Text of a config file: UTF-8, or UTF-8/16/32 with a byte-order mark (Notepad writes UTF-16 with one).
+
+    Raises:
+        ConfigError: Any other encoding, naming the file and the first undecodable byte.
+    """
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(encoding)
+            except UnicodeDecodeError as err:
+                msg = f"{path}: not valid {encoding.upper()} text after its byte-order mark (byte {err.start})"
+                raise ConfigError(msg, hint="save the run config as UTF-8") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        msg = f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"
+        raise ConfigError(msg, hint="save the run config as UTF-8") from None
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping with ``yaml.safe_load``.
 
@@ -72,10 +109,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as err:
         msg = f"{path}: cannot read config ({err.strerror or err})"
         raise ConfigError(msg) from err
+    text = decode_text(raw, path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -142,55 +180,163 @@ def load_config(
     yaml_layer: dict[str, Any] = {}
     if path is not None:
         raw = read_yaml(path)
+        short_dataset = raw.pop("dataset", None) if _is_dataset_number(raw.get("dataset")) else None
         try:
             validated = SegkitConfig.model_validate(raw, context={"base_dir": Path(path).resolve().parent})
         except ValidationError as err:
             msg = f"{path}: {render_validation_error(err)}"
             raise ConfigError(msg) from None
         yaml_layer = validated.model_dump(exclude_unset=True)
-        if yaml_layer.get("backends"):
-            yaml_layer["backends"] = _resolve_backend_sections(yaml_layer["backends"], Path(path))
+        if short_dataset is not None:
+            yaml_layer["dataset"] = short_dataset
+    env_layer = environment_layer()
     set_layer = nest(dict(parse_set(item) for item in sets))
     flag_layer = nest({k: v for k, v in (flags or {}).items() if v is not None})
-    merged = merge(merge(yaml_layer, set_layer), flag_layer)
+    merged = merge(merge(merge(env_layer, yaml_layer), set_layer), flag_layer)
+    if isinstance(merged.get("dataset"), str | int):
+        merged["dataset"] = resolve_dataset_name(merged["dataset"], merged.get("nnunet") or {})
     try:
-        return SegkitConfig.model_validate(merged)
+        config = SegkitConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(render_validation_error(err)) from None
+    yaml_name = str(path) if path is not None else "YAML"
+    layers = (("environment", env_layer), (yaml_name, yaml_layer), ("--set", set_layer), ("flag", flag_layer))
+    config._sources = {key: name for name, layer in layers for key in _leaf_keys(layer)}
+    if path is not None:
+        config._backend_yaml = _yaml_backend_parts(Path(path), yaml_layer, set_layer, flag_layer)
+    return config
 
 
-def _resolve_backend_sections(sections: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """Validate each installed backend's section of the YAML now, anchoring its relative paths to the YAML.
+NNUNET_ENVIRONMENT = {"nnUNet_raw": "raw", "nnUNet_preprocessed": "preprocessed", "nnUNet_results": "results"}
+"""nnU-Net's environment variables -> ``nnunet.<key>``: a config layer between the defaults and the YAML."""
 
-    Backend options are plain dicts in `SegkitConfig` (the backend is chosen later), so without this
-    step a relative ``pretrained_weights`` in the YAML would resolve against the working directory.
-    Sections of backends that are not installed are kept as they are.
+
+def environment_layer() -> dict[str, Any]:
+    """``{"nnunet": {...}}`` from the exported ``nnUNet_*`` variables (empty values are ignored)."""
+    import os
+
+    found = {key: Path(os.environ[var]) for var, key in NNUNET_ENVIRONMENT.items() if os.environ.get(var, "").strip()}
+    return {"nnunet": found} if found else {}
+
+
+def _leaf_keys(layer: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and value and key != "backends":
+            keys.extend(_leaf_keys(value, f"{prefix}{key}."))
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def source_of(config: SegkitConfig, key: str) -> str:
+    """Where the value of dotted `key` came from: default, environment, the YAML file, --set or flag."""
+    parts = key.split(".")
+    for i in range(len(parts), 0, -1):
+        source = config._sources.get(".".join(parts[:i]))
+        if source is not None:
+            return source
+    return "default"
+
+
+def _is_dataset_number(value: Any) -> bool:
+    import re
+
+    return isinstance(value, int | str) and re.fullmatch(r"(?:Dataset)?\d{1,3}", str(value).strip()) is not None
+
+
+def resolve_dataset_name(value: str | int, nnunet: Mapping[str, Any]) -> str:
+    """``501``, ``Dataset501`` or ``Dataset501_Name`` -> the full name, as nnU-Net's ``maybe_convert_to_dataset_name``.
+
+    A full name is returned as it is (``data prepare`` creates new ones). A number is looked up as
+    ``DatasetNNN_*`` in the nnU-Net raw, preprocessed and results folders.
+
+    Raises:
+        ConfigError: No such dataset, or several names with that number.
     """
-    from segkit.backends.registry import discover
+    import re
 
-    available = discover()
-    out: dict[str, Any] = {}
-    for name, options in sections.items():
-        entry = available.get(name)
-        if entry is None or not isinstance(options, Mapping):
-            out[name] = options
+    from segkit.config.models import DATASET_NAME_PATTERN, NnUNetPaths
+
+    text = str(value).strip()
+    match = re.fullmatch(r"(?:Dataset)?(\d{1,3})", text)
+    if match is None:
+        return text  # a full name (or an invalid one, which the model reports)
+    number = int(match.group(1))
+    try:
+        paths = NnUNetPaths.model_validate(dict(nnunet))
+    except ValidationError as err:
+        raise ConfigError(render_validation_error(err, NnUNetPaths, prefix="nnunet.")) from None
+    roots = (paths.raw, paths.preprocessed, paths.results)
+    names = sorted(
+        {
+            p.name
+            for root in roots
+            if root.is_dir()
+            for p in root.glob(f"Dataset{number:03d}_*")
+            if p.is_dir() and re.match(DATASET_NAME_PATTERN, p.name)
+        }
+    )
+    if len(names) == 1:
+        return names[0]
+    where = ", ".join(str(root) for root in roots)
+    if not names:
+        msg = f"dataset {text}: no Dataset{number:03d}_* folder in {where}"
+        raise ConfigError(msg, hint="give the full name (DatasetNNN_Name), or point --nnunet-raw etc. at your folders")
+    msg = f"dataset {text} is ambiguous: {', '.join(names)} (in {where})"
+    raise ConfigError(msg, hint="give the full name")
+
+
+def _yaml_backend_parts(
+    path: Path, yaml_layer: Mapping[str, Any], *overrides: Mapping[str, Any]
+) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Backend name -> (YAML file, the keys of its section that the YAML decided, not ``--set`` or a flag)."""
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for name, section in (yaml_layer.get("backends") or {}).items():
+        if not isinstance(section, Mapping):
             continue
-        try:
-            options_model = entry.load().Options
-        except Exception:  # an unimportable plugin is reported by `segkit backends`, not here
-            out[name] = options
-            continue
-        try:
-            validated = options_model.model_validate(dict(options), context={"base_dir": path.resolve().parent})
-        except ValidationError as err:
-            msg = f"{path}: " + render_validation_error(err, options_model, prefix=f"backends.{name}.")
-            raise ConfigError(msg) from None
-        out[name] = validated.model_dump(exclude_unset=True)
+        overridden = {key for layer in overrides for key in ((layer.get("backends") or {}).get(name) or {})}
+        out[name] = (path, {k: v for k, v in section.items() if k not in overridden})
     return out
 
 
-def dump_config(config: BaseModel) -> str:
-    """The fully resolved config as YAML (paths as strings), for ``config show`` and run folders."""
+def backend_options(config: SegkitConfig, name: str, model: type[BaseModel]) -> BaseModel:
+    """Validate ``backends.<name>`` of `config` with the backend's ``Options`` `model`.
+
+    Values that came from the YAML are validated with the YAML's folder as the base of relative
+    paths (and errors name the file); ``--set`` and flag values resolve against the working directory.
+
+    Raises:
+        ConfigError: One ``backends.<name>.<key>: reason`` per problem.
+    """
+    prefix = f"backends.{name}."
+    section = dict(config.backends.get(name) or {})
+    path, from_yaml = config._backend_yaml.get(name, (None, {}))
+    if path is not None and from_yaml:
+        # Validate the whole section once with the YAML's folder as the base, keep those values only
+        # for the keys the YAML set (a model validator may need keys from several layers).
+        try:
+            anchored = model.model_validate(section, context={"base_dir": path.resolve().parent})
+        except ValidationError as err:
+            in_yaml = all(str(e["loc"][0]) in from_yaml for e in err.errors() if e["loc"])
+            where = f"{path}: " if in_yaml else ""
+            raise ConfigError(where + render_validation_error(err, model, prefix=prefix)) from None
+        section.update({key: getattr(anchored, key) for key in from_yaml if key in model.model_fields})
+    try:
+        return model.model_validate(section)
+    except ValidationError as err:
+        raise ConfigError(render_validation_error(err, model, prefix=prefix)) from None
+
+
+def dump_config(config: BaseModel, *, backends: Mapping[str, BaseModel] | None = None) -> str:
+    """The fully resolved config as YAML (paths as strings), for ``config show`` and run folders.
+
+    `backends` maps a backend name to its validated options (`backend_options`), which then replace
+    that backend's raw section: every option with its value, relative YAML paths anchored.
+    """
     import yaml
 
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    data = config.model_dump(mode="json")
+    for name, options in (backends or {}).items():
+        data.setdefault("backends", {})[name] = options.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)

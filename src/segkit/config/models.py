@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo
 
 from segkit.conventions import OVERLAY_ALPHA, WINDOW_PERCENTILES
 
@@ -415,7 +415,10 @@ class SegkitConfig(Strict):
     """A segkit run config: shared settings plus one section per command."""
 
     version: Literal[1] = Field(1, description="Config format version.")
-    dataset: DatasetName = Field("Dataset501_BraTSPostTx", description="nnU-Net dataset name, DatasetNNN_Name.")
+    dataset: DatasetName = Field(
+        "Dataset501_BraTSPostTx",
+        description="nnU-Net dataset: DatasetNNN_Name, or its number (501, Dataset501) when it exists.",
+    )
     nnunet: NnUNetPaths = Field(default_factory=NnUNetPaths, description="nnU-Net folders.")
     synth: SynthConfig = Field(default_factory=SynthConfig, description="`segkit data synth`.")
     check: CheckConfig = Field(default_factory=CheckConfig, description="`segkit data check`.")
@@ -428,6 +431,10 @@ class SegkitConfig(Strict):
         default_factory=dict,
         description="Options per backend (backends.<name>.<option>), validated by that backend's Options model.",
     )
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    """Dotted key -> the layer that set it (environment, the YAML file, --set, flag); see `load.source_of`."""
+    _backend_yaml: dict[str, tuple[Path, dict[str, Any]]] = PrivateAttr(default_factory=dict)
+    """Per backend: the YAML file and the keys it set (`segkit.config.load.backend_options` anchors them)."""
     stats: StatsConfig = Field(default_factory=StatsConfig, description="`segkit data stats` and `segkit viz stats`.")
     viz: VizConfig = Field(default_factory=VizConfig, description="`segkit viz` commands.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="`segkit eval`.")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from segkit.config.flags import INFER, TRAIN, CliFlag
 from segkit.config.models import ConfigPath, Strict, Triple
 
 NUM_CLASSES = 5
@@ -57,14 +58,16 @@ def _multiple_of_eight(value: tuple[int, int, int] | None, name: str) -> tuple[i
 class MonaiOptions(Strict):
     """Two-stage fine-tuning of the MONAI ``brats_mri_segmentation`` bundle (SegResNet) and its inference."""
 
+    cli_panel: ClassVar[str] = "MONAI backend"
+
     # ----------------------------------------------------------------- bundle
-    bundle_name: str | None = Field(
+    bundle_name: Annotated[str | None, CliFlag()] = Field(
         "brats_mri_segmentation",
         description="MONAI bundle to fine-tune; 'none' trains a fresh SegResNet (network_overrides) without one. "
         "Inference needs no bundle (the network is rebuilt from the checkpoint); a local bundle's channel_def is "
         "checked against the checkpoint's channel order.",
     )
-    bundle_dir: ConfigPath = Field(
+    bundle_dir: Annotated[ConfigPath, CliFlag()] = Field(
         Path("bundles"),
         description="Folder holding <bundle_name>/ (configs/, models/model.pt); training downloads a missing "
         "bundle here, inference never does.",
@@ -76,7 +79,7 @@ class MonaiOptions(Strict):
         None, description="Repository for huggingface_hub (owner/name) or github (owner/name/tag) downloads."
     )
     bundle_version: str | None = Field(None, description="Bundle version to download (default: the latest).")
-    bundle_url: str | None = Field(
+    bundle_url: Annotated[str | None, CliFlag(commands=(TRAIN,))] = Field(
         None, description="Download a missing bundle from this zip URL (its top folder must be <bundle_name>/)."
     )
     bundle_sha256: str | None = Field(
@@ -87,7 +90,7 @@ class MonaiOptions(Strict):
     download: bool = Field(
         True, description="Download a missing bundle (False, HF_HUB_OFFLINE=1 or SEGKIT_OFFLINE=1: never go online)."
     )
-    trust_bundle: bool = Field(
+    trust_bundle: Annotated[bool, CliFlag(commands=(TRAIN,))] = Field(
         False,
         description="Let MONAI evaluate the bundle config's expressions ($, @, %); otherwise only literals are read.",
     )
@@ -96,31 +99,31 @@ class MonaiOptions(Strict):
         description="Literal SegResNet arguments replacing the bundle's (e.g. init_filters: 8 without a bundle).",
     )
     # ------------------------------------------------------------------- data
-    data_root: list[ConfigPath] | None = Field(
+    data_root: Annotated[list[ConfigPath] | None, CliFlag(metavar="DIR...", commands=(TRAIN,))] = Field(
         None,
         description="BraTS case roots holding the split's cases (default: the prepared dataset's imagesTr/labelsTr).",
     )
-    split_json: ConfigPath | None = Field(
+    split_json: Annotated[ConfigPath | None, CliFlag()] = Field(
         None, description="nnU-Net splits_final.json (default: <nnunet.preprocessed>/<dataset>/splits_final.json)."
     )
-    dataset_json: ConfigPath | None = Field(
+    dataset_json: Annotated[ConfigPath | None, CliFlag(commands=(INFER,))] = Field(
         None,
         description="dataset.json whose segkit.test_cases select the cases to predict and channel_names map channels.",
     )
-    output_root: ConfigPath = Field(
+    output_root: Annotated[ConfigPath, CliFlag()] = Field(
         Path("outputs/monai_ft"), description="Run folder: fold<k>/checkpoints, fold<k>/metrics, the run config."
     )
-    spacing: Triple | None = Field(
+    spacing: Annotated[Triple | None, CliFlag(metavar="X Y Z")] = Field(
         None,
         description="Resampling spacing in mm along X Y Z (training default: the 3d_fullres spacing of the "
         "dataset's nnU-Net plans when planned, else 1 1 1; inference: the checkpoint's).",
     )
-    patch_size: tuple[int, int, int] | None = Field(
+    patch_size: Annotated[tuple[int, int, int] | None, CliFlag(metavar="X Y Z")] = Field(
         None,
         description="Training crop in voxels, multiples of 8 (default: the 3d_fullres patch size of the dataset's "
         "nnU-Net plans rounded to what SegResNet divides, else 128 128 128; inference: the roi default).",
     )
-    cache_rate: float | None = Field(
+    cache_rate: Annotated[float | None, CliFlag(commands=(TRAIN,))] = Field(
         None,
         ge=0,
         le=1,
@@ -135,18 +138,32 @@ class MonaiOptions(Strict):
         None, description="Crop-centre frequency of the 5 labels (default 1 1 1 1 1: rare classes as often as others)."
     )
     # --------------------------------------------------------------- training
-    stage1_epochs: int = Field(20, ge=0, description="Stage 1 epochs: encoder frozen, decoder and head trained.")
-    stage2_epochs: int = Field(30, ge=0, description="Stage 2 epochs: every parameter trained.")
-    stage1_lr: float = Field(1e-3, gt=0, description="Stage 1 learning rate (AdamW, cosine decay over the stage).")
-    stage2_lr: float = Field(1e-4, gt=0, description="Stage 2 learning rate (AdamW, cosine decay over the stage).")
+    stage1_epochs: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        20, ge=0, description="Stage 1 epochs: encoder frozen, decoder and head trained."
+    )
+    stage2_epochs: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        30, ge=0, description="Stage 2 epochs: every parameter trained."
+    )
+    stage1_lr: Annotated[float, CliFlag(commands=(TRAIN,))] = Field(
+        1e-3, gt=0, description="Stage 1 learning rate (AdamW, cosine decay over the stage)."
+    )
+    stage2_lr: Annotated[float, CliFlag(commands=(TRAIN,))] = Field(
+        1e-4, gt=0, description="Stage 2 learning rate (AdamW, cosine decay over the stage)."
+    )
     weight_decay: float = Field(1e-5, ge=0, description="AdamW weight decay.")
-    batch_size: int = Field(2, ge=1, description="Cases per batch (each yields num_samples crops).")
-    stage1_accum: int = Field(1, ge=1, description="Stage 1 gradient accumulation: batches per optimizer step.")
-    stage2_accum: int = Field(1, ge=1, description="Stage 2 gradient accumulation: batches per optimizer step.")
-    class_weights: list[float] | None = Field(
+    batch_size: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        2, ge=1, description="Cases per batch (each yields num_samples crops)."
+    )
+    stage1_accum: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        1, ge=1, description="Stage 1 gradient accumulation: batches per optimizer step."
+    )
+    stage2_accum: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        1, ge=1, description="Stage 2 gradient accumulation: batches per optimizer step."
+    )
+    class_weights: Annotated[list[float] | None, CliFlag(metavar="W0 W1 W2 W3 W4", commands=(TRAIN,))] = Field(
         None, description="DiceCE weights of the 5 classes (background NETC SNFH ET RC); default all 1."
     )
-    encoder_prefix: list[str] = Field(
+    encoder_prefix: Annotated[list[str], CliFlag(metavar="PREFIX...", commands=(TRAIN,))] = Field(
         list(DEFAULT_ENCODER_PREFIXES), description="Parameter-name prefixes frozen in stage 1 (SegResNet encoder)."
     )
     best_metric: Literal["mean_dice", "wt_dice"] = Field(
@@ -154,38 +171,42 @@ class MonaiOptions(Strict):
         description="Validation score that picks stage<s>_best.pt: mean Dice of NETC SNFH ET RC, or whole-tumour Dice.",
     )
     val_interval: int = Field(1, ge=1, description="Validate (sliding window, Dice per class) every N epochs.")
-    save_checkpoint_frequency: int = Field(
+    save_checkpoint_frequency: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
         1, ge=0, description="Save stage<s>_epoch<n>.pt every N epochs (0: only the best checkpoint)."
     )
-    resume: ConfigPath | None = Field(
+    resume: Annotated[ConfigPath | None, CliFlag(commands=(TRAIN,))] = Field(
         None,
         description="Resume from a segkit checkpoint ('{fold}' is replaced by the fold); stage-aware. Into the "
         "checkpoint's own fold folder, or an empty one.",
     )
-    overwrite: bool = Field(
+    overwrite: Annotated[bool, CliFlag(commands=(TRAIN,))] = Field(
         False,
         description="Replace the checkpoints and training log of an earlier run in <output_root>/fold<k>/ "
         "(removed when this run writes its first checkpoint); without it such a fold folder is refused.",
     )
-    resume_stage: Literal[1, 2] | None = Field(
+    resume_stage: Annotated[Literal[1, 2] | None, CliFlag(commands=(TRAIN,))] = Field(
         None, description="Stage the resumed checkpoint must belong to (default: the checkpoint's own stage)."
     )
-    load_weights: ConfigPath | None = Field(
+    load_weights: Annotated[ConfigPath | None, CliFlag(commands=(TRAIN,))] = Field(
         None, description="Initialise from a checkpoint or state dict ('{fold}' allowed); every shape must match."
     )
-    amp: bool = Field(False, description="Automatic mixed precision (CUDA only).")
+    amp: Annotated[bool, CliFlag(off="--no-amp")] = Field(False, description="Automatic mixed precision (CUDA only).")
     seed: int = Field(0, description="Seed of weights init, crops and augmentation.")
     # -------------------------------------------------------------- inference
-    checkpoint: ConfigPath | None = Field(
+    checkpoint: Annotated[ConfigPath | None, CliFlag(commands=(INFER,))] = Field(
         None,
         description="Checkpoint to predict with, '{fold}' replaced by the fold "
         "(default: <output_root>/fold{fold}/checkpoints/stage2_best.pt, else stage1_best.pt).",
     )
-    roi_size: tuple[int, int, int] | None = Field(
+    roi_size: Annotated[tuple[int, int, int] | None, CliFlag(metavar="X Y Z", commands=(INFER,))] = Field(
         None, description="Sliding-window size in voxels, multiples of 8 (default: patch_size, else the checkpoint's)."
     )
-    sw_batch_size: int = Field(2, ge=1, description="Sliding windows per forward pass.")
-    sw_overlap: float = Field(0.5, ge=0, lt=1, description="Overlap of neighbouring sliding windows (fraction).")
+    sw_batch_size: Annotated[int, CliFlag(commands=(INFER,))] = Field(
+        2, ge=1, description="Sliding windows per forward pass."
+    )
+    sw_overlap: Annotated[float, CliFlag(commands=(INFER,))] = Field(
+        0.5, ge=0, lt=1, description="Overlap of neighbouring sliding windows (fraction)."
+    )
     sw_mode: Literal["gaussian", "constant"] = Field(
         "gaussian", description="Blending of overlapping windows (gaussian weights the window centres)."
     )

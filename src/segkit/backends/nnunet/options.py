@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated, ClassVar
+
 from pydantic import Field, field_validator, model_validator
 
+from segkit.config.flags import INFER, PLAN, TRAIN, CliFlag
 from segkit.config.models import ConfigPath, Strict
 
 PLANNER_PRESETS: dict[str, tuple[str, str]] = {
@@ -18,41 +21,69 @@ PLANNER_PRESETS: dict[str, tuple[str, str]] = {
 class NnUNetOptions(Strict):
     """nnU-Net v2 settings shared by `segkit data plan`, `train` and `infer`."""
 
-    configuration: str = Field(
+    cli_panel: ClassVar[str] = "nnU-Net backend"
+
+    configuration: Annotated[str, CliFlag("--configuration", "-C", commands=(TRAIN, INFER))] = Field(
         "3d_fullres", description="nnU-Net configuration to train/predict (2d, 3d_fullres, ...)."
     )
-    planner: str = Field(
+    planner: Annotated[str, CliFlag(commands=(TRAIN, INFER, PLAN))] = Field(
         "default",
         description="Experiment planner: default, resenc-m, resenc-l, resenc-xl, or an nnU-Net planner class name.",
     )
-    plans: str | None = Field(
+    plans: Annotated[str | None, CliFlag("--plans", "-p", commands=(TRAIN, INFER))] = Field(
         None, description="Plans identifier (default: the one the planner writes, e.g. nnUNetPlans)."
     )
-    trainer: str = Field("nnUNetTrainer", description="nnU-Net trainer class (any nnU-Net trainer variant).")
-    epochs: int | None = Field(None, ge=1, description="Override the trainer's number of epochs.")
-    iterations_per_epoch: int | None = Field(None, ge=1, description="Override training iterations per epoch.")
-    val_iterations_per_epoch: int | None = Field(
+    trainer: Annotated[str, CliFlag(commands=(TRAIN, INFER))] = Field(
+        "nnUNetTrainer", description="nnU-Net trainer class (any nnU-Net trainer variant)."
+    )
+    epochs: Annotated[int | None, CliFlag(commands=(TRAIN,))] = Field(
+        None, ge=1, description="Override the trainer's number of epochs."
+    )
+    iterations_per_epoch: Annotated[int | None, CliFlag(commands=(TRAIN,))] = Field(
+        None, ge=1, description="Override training iterations per epoch."
+    )
+    val_iterations_per_epoch: Annotated[int | None, CliFlag(commands=(TRAIN,))] = Field(
         None, ge=1, description="Override validation iterations per epoch (default with overrides: iterations / 5)."
     )
-    checkpoint_every: int | None = Field(None, ge=1, description="Save checkpoint_latest every N epochs (nnU-Net: 50).")
-    mirroring: bool = Field(True, description="Mirroring augmentation and mirrored validation (False: NoMirroring).")
-    final_validation: bool = Field(True, description="Run nnU-Net's sliding-window validation after training.")
-    npz: bool = Field(False, description="Save softmax probabilities of the final validation (--npz).")
-    continue_training: bool = Field(False, description="Resume from the latest checkpoint of this fold (--continue).")
-    overwrite: bool = Field(False, description="Train a fold again from scratch, deleting its earlier results.")
-    pretrained_weights: ConfigPath | None = Field(
+    checkpoint_every: Annotated[int | None, CliFlag(commands=(TRAIN,))] = Field(
+        None, ge=1, description="Save checkpoint_latest every N epochs (nnU-Net: 50)."
+    )
+    mirroring: Annotated[bool, CliFlag(off="--no-mirroring", commands=(TRAIN,))] = Field(
+        True, description="Mirroring augmentation and mirrored validation (False: NoMirroring)."
+    )
+    final_validation: Annotated[bool, CliFlag(off="--no-final-validation", commands=(TRAIN,))] = Field(
+        True, description="Run nnU-Net's sliding-window validation after training."
+    )
+    npz: Annotated[bool, CliFlag(commands=(TRAIN,))] = Field(
+        False, description="Save softmax probabilities of the final validation (--npz)."
+    )
+    continue_training: Annotated[bool, CliFlag("--continue", commands=(TRAIN,))] = Field(
+        False, description="Resume from the latest checkpoint of this fold (--continue)."
+    )
+    overwrite: Annotated[bool, CliFlag(commands=(TRAIN,))] = Field(
+        False, description="Train a fold again from scratch, deleting its earlier results."
+    )
+    pretrained_weights: Annotated[ConfigPath | None, CliFlag(commands=(TRAIN,))] = Field(
         None, description="Initialise from an nnU-Net checkpoint (all but the segmentation heads)."
     )
-    num_gpus: int = Field(1, ge=1, description="GPUs for nnU-Net's DDP training (CUDA only).")
-    data_augmentation_processes: int | None = Field(
+    num_gpus: Annotated[int, CliFlag(commands=(TRAIN,))] = Field(
+        1, ge=1, description="GPUs for nnU-Net's DDP training (CUDA only)."
+    )
+    data_augmentation_processes: Annotated[int | None, CliFlag("--da-processes", commands=(TRAIN,))] = Field(
         None, ge=0, description="Data-augmentation workers (nnUNet_n_proc_DA); 0 runs augmentation in-process."
     )
-    num_processes: int = Field(
+    num_processes: Annotated[int, CliFlag("--num-processes", "-j", commands=(TRAIN, INFER))] = Field(
         0, ge=0, description="Processes for fingerprint, preprocessing and export; 0 picks min(cores, 4)."
     )
-    checkpoint: str = Field("checkpoint_final.pth", description="Checkpoint file used for prediction.")
-    tile_step_size: float = Field(0.5, gt=0, le=1, description="Sliding-window step as a fraction of the patch.")
-    test_time_mirroring: bool = Field(True, description="Mirror test-time augmentation when predicting.")
+    checkpoint: Annotated[str, CliFlag(commands=(INFER,))] = Field(
+        "checkpoint_final.pth", description="Checkpoint file used for prediction."
+    )
+    tile_step_size: Annotated[float, CliFlag("--tile-step-size", "--step-size", commands=(INFER,))] = Field(
+        0.5, gt=0, le=1, description="Sliding-window step as a fraction of the patch."
+    )
+    test_time_mirroring: Annotated[bool, CliFlag("--tta", off="--disable-tta", commands=(INFER,))] = Field(
+        True, description="Mirror test-time augmentation when predicting."
+    )
 
     @field_validator("trainer")
     @classmethod
