@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from segkit.progress import NullProgress, ProgressSink
 
@@ -123,12 +123,23 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     # A terminated worker unwinds (see `_init_worker`); one that has not gone within the grace time
     # (stuck in a C call, or blocked writing its last result) is killed.
     deadline = time.monotonic() + _GRACE_S
+    while time.monotonic() < deadline and any(_alive(process) for process in processes):
+        time.sleep(0.02)
+    for process in processes:
+        if _alive(process):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                process.kill()
+    # Reaped before returning, so that no worker outlives the call (the caller may exit or check at once).
     for process in processes:
         with contextlib.suppress(OSError, ValueError, AttributeError, AssertionError):
-            process.join(timeout=max(deadline - time.monotonic(), 0.0))
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=1.0)
+            process.join(timeout=5.0)
+
+
+def _alive(process: Any) -> bool:
+    try:
+        return bool(process.is_alive())
+    except (OSError, ValueError, AttributeError, AssertionError):  # closed or not started: nothing to stop
+        return False
 
 
 @contextlib.contextmanager
