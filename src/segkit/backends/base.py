@@ -281,6 +281,15 @@ def missing_module(*modules: str) -> str | None:
     return None
 
 
+def splits_fold_indices(dataset: DatasetRef, *, default: int = 5) -> tuple[int, ...]:
+    """The fold indices of the dataset's ``splits_final.json``, else nnU-Net's `default` five."""
+    from segkit.data.splits import read_splits
+
+    if dataset.splits_file.is_file():
+        return tuple(range(len(read_splits(dataset.splits_file))))
+    return tuple(range(default))
+
+
 def fill_fold(template: str | Path, fold: Fold) -> str:
     """Replace ``{fold}`` in a path template (other braces are left alone)."""
     return str(template).replace("{fold}", str(fold))

@@ -314,11 +314,9 @@ class NnUNetBackend:
 
     def fold_indices(self, dataset: DatasetRef, options: Any) -> tuple[int, ...]:
         """The folds of ``splits_final.json``, else nnU-Net's five (``all`` is a fold of its own here)."""
-        from segkit.data.splits import read_splits
+        from segkit.backends.base import splits_fold_indices
 
-        if dataset.splits_file.is_file():
-            return tuple(range(len(read_splits(dataset.splits_file))))
-        return tuple(range(5))
+        return splits_fold_indices(dataset)
 
     def trained_folds(self, dataset: DatasetRef, options: Any) -> tuple[Fold, ...]:
         """Folds of the model (see `model_options`) that have the prediction checkpoint (numbered first, else 'all')."""
