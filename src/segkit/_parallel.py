@@ -14,6 +14,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -176,6 +177,17 @@ def _init_worker() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    sys.unraisablehook = _unraisable_while_stopping
+
+
+def _unraisable_while_stopping(unraisable: Any) -> None:
+    """A SIGTERM that lands inside a ``__del__`` cannot unwind from there: Python would print "Exception
+    ignored" (a traceback on the user's terminal) and carry on with the item. Stay quiet and deliver the
+    signal again, so that the worker still unwinds at the next ordinary point."""
+    if _stopping and isinstance(unraisable.exc_value, SystemExit):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 _stopping = False
