@@ -66,6 +66,12 @@ def test_paths_with_rich_markup_print_as_they_are(tmp_path: Path, run_cli, name:
     result = run_cli("data", "check", shown)
     assert result.code == 0, result.err
     assert f"1 cases in {shown}" in result.out
+    # a problem of a case names its file under the root, markup and all
+    next(root.glob("*/*-t1n.nii.gz")).unlink()
+    broken = run_cli("data", "check", shown)
+    assert broken.code == 1
+    assert f"{shown}/" in broken.out + broken.err
+    assert "Traceback" not in broken.err
     missing = run_cli("data", "check", shown + " [gone]")
     assert missing.code != 0
     assert _one_error(missing.err) == f"error: {shown} [gone]: data root not found"

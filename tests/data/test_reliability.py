@@ -143,7 +143,15 @@ def test_a_live_claim_makes_the_run_fail_at_once(cohort: Path, tmp_path: Path, r
     ("args", "fragment"),
     [
         (["data", "synth", "{out}", "--seed", "-1"], "synth.seed: Input should be greater than or equal to 0"),
-        (["data", "synth", "{out}", "--spacing", "0", "1", "1"], "synth.spacing.0: Input should be greater than 0"),
+        (
+            ["data", "synth", "{out}", "--spacing", "0", "1", "1"],
+            "synth.spacing.0: Input should be greater than or equal to 0.001",
+        ),
+        (["data", "synth", "{out}", "--spacing", "inf", "1", "1"], "synth.spacing.0: Input should be a finite number"),
+        (
+            ["data", "synth", "{out}", "--spacing", "1e-300", "1", "1"],
+            "synth.spacing.0: Input should be greater than or equal",
+        ),
         (["data", "splits", "--seed", "-1"], "splits.seed: Input should be greater than or equal to 0"),
         (["data", "splits", "--seed", "4294967296"], "splits.seed: Input should be less than or equal to 4294967295"),
         (["data", "splits", "--set", "splits.seed=-5"], "splits.seed: Input should be greater than or equal to 0"),

@@ -163,11 +163,11 @@ def _render_check(report: object) -> None:
     console.print(table)
     for issue in report.issues:
         colour = "red" if issue.severity == "error" else "yellow"
-        console.print(f"[{colour}]{issue.severity}[/]: {issue.describe()}")
+        console.print(f"[{colour}]{issue.severity}[/]: {escape(issue.describe())}")
     for case in report.cases:
         for issue in case.issues:
             colour = "red" if issue.severity == "error" else "yellow"
-            console.print(f"[{colour}]{issue.severity}[/]: {case.case_id}: {issue.describe()}")
+            console.print(f"[{colour}]{issue.severity}[/]: {escape(case.case_id)}: {escape(issue.describe())}")
     if report.ok:
         console.print(f"[green]all {len(report.cases)} cases passed[/]")
     else:
@@ -438,4 +438,4 @@ def _render_stats(result: StatsResult) -> None:
         line = f"[yellow]{problem['case']}[/]: missing {missing}" if missing else f"[yellow]{problem['case']}[/]"
         console.print(line)
         for error in problem["errors"]:
-            console.print(f"  [red]{error}[/]")
+            console.print(f"  [red]{escape(str(error))}[/]")

@@ -48,7 +48,9 @@ Triple = tuple[float, float, float]
 Workers = Annotated[int, Field(ge=0, description="Processes for per-case work; 0 picks one per core (at most 8).")]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 """numpy's seed range (``RandomState`` and ``SeedSequence`` take 0 to 2**32 - 1)."""
-PositiveTriple = tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+# Finite and at least 1 um: inf, NaN or a vanishing spacing make an affine that NIfTI writers cannot decompose.
+_Spacing = Annotated[float, Field(ge=1e-3, allow_inf_nan=False)]
+PositiveTriple = tuple[_Spacing, _Spacing, _Spacing]
 LayoutOption = Literal["brats2024", "brats2021"]
 _LAYOUT_HELP = (
     "Case file layout: brats2024 (<case>-{t1c,t1n,t2f,t2w,seg}, labels 1-4) or brats2021 "
@@ -84,7 +86,9 @@ class SynthConfig(Strict):
     shape: tuple[int, int, int] = Field(
         (128, 128, 128), description="Voxels along X Y Z (BraTS 2024 grid: 182 218 182)."
     )
-    spacing: PositiveTriple = Field((1.0, 1.0, 1.0), description="Voxel size in mm along X Y Z (each > 0).")
+    spacing: PositiveTriple = Field(
+        (1.0, 1.0, 1.0), description="Voxel size in mm along X Y Z (each finite and at least 0.001)."
+    )
     seed: Seed = Field(0, description="Cohort seed (0 to 2^32-1); a case depends only on the seed and its number.")
     unlabelled: int = Field(0, ge=0, description="How many of the cases (the last ones) have no -seg file.")
     start: int = Field(0, ge=0, le=99999, description="Number of the first case, for disjoint cohorts.")
