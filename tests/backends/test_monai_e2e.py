@@ -344,7 +344,9 @@ def test_bad_inputs_are_one_line_errors(prepared: Path, run_cli, tmp_path: Path)
     assert f"case named in splits_2fold.json fold 0 not found under the data roots ({partial})" in line
     result = run_cli(*base, "--stage1-epochs", "1", "--epochs", "3")
     assert result.code == 2
-    assert result.err.splitlines()[0] == "error: --epochs is an option of the nnunet backend, not of 'monai'"
+    assert (
+        result.err.splitlines()[0] == "error: --epochs is an option of the nnunet and umamba2 backends, not of 'monai'"
+    )
     result = run_cli(*base, "--spacing", "0", "1", "1")
     assert result.code == 2, result.err
     assert result.err.splitlines()[0] == (

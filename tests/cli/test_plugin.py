@@ -125,7 +125,9 @@ def test_plugin_flag_yaml_and_set_reach_train(
 
     bad = segkit(plugin_env, tmp_path, "train", "--backend", "plug", "--epochs", "3")
     assert bad.returncode == 2
-    assert bad.stderr.splitlines()[0] == "error: --epochs is an option of the nnunet backend, not of 'plug'"
+    assert bad.stderr.splitlines()[0] == (
+        "error: --epochs is an option of the nnunet and umamba2 backends, not of 'plug'"
+    )
     bad = segkit(plugin_env, tmp_path, "train", "--backend", "nnunet", "--plug-quantile", "0.5")
     assert bad.returncode == 2
     assert bad.stderr.splitlines()[0] == "error: --plug-quantile is an option of the plug backend, not of 'nnunet'"

@@ -57,7 +57,9 @@ def test_backend_option_flag_and_yaml(with_fake, prepared: Path, run_cli) -> Non
 def test_flag_of_another_backend_is_refused(with_fake, prepared: Path, run_cli) -> None:
     result = run_cli("train", "--backend", "fake", "--epochs", "3")
     assert result.code == 2
-    assert result.err.splitlines()[0] == "error: --epochs is an option of the nnunet backend, not of 'fake'"
+    assert (
+        result.err.splitlines()[0] == "error: --epochs is an option of the nnunet and umamba2 backends, not of 'fake'"
+    )
 
 
 def test_bad_backend_option(with_fake, prepared: Path, run_cli) -> None:

@@ -48,6 +48,8 @@ class BackendInfo:
     available: bool
     reason: str | None = None
     summary: str = ""
+    note: str = ""
+    """What the backend says about this machine (e.g. the kernel it will use), when available."""
 
     @property
     def status(self) -> str:
@@ -67,7 +69,14 @@ def describe(name: str, ep: EntryPoint) -> BackendInfo:
         reason = check() if callable(check) else None
     except Exception as err:  # a plugin's own check must not break the listing either
         reason = f"its availability check failed: {err}"
-    return BackendInfo(name, ep.value, reason is None, reason, summary)
+    note = ""
+    describe_here = getattr(cls, "environment_note", None)
+    if reason is None and callable(describe_here):
+        try:
+            note = str(describe_here())
+        except Exception as err:  # as above: one backend's note must not break the listing
+            note = f"(cannot tell: {err})"
+    return BackendInfo(name, ep.value, reason is None, reason, summary, note)
 
 
 def list_backends(available: Mapping[str, EntryPoint] | None = None) -> list[BackendInfo]:

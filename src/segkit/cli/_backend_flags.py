@@ -217,8 +217,9 @@ def route(backend: str, given: dict[str, tuple[SharedFlag, Any]]) -> dict[str, A
     for spelling, (flag, value) in given.items():
         owner = flag.owners.get(backend)
         if owner is None:
-            names = ", ".join(flag.owners)
-            msg = f"{spelling} is an option of the {names} backend, not of {backend!r}"
+            owners = list(flag.owners)
+            names = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
+            msg = f"{spelling} is an option of the {names} backend{'s' if len(owners) > 1 else ''}, not of {backend!r}"
             raise ConfigError(msg, hint=f"use --option KEY=VALUE for options of {backend!r}")
         out[f"backends.{backend}.{owner}"] = value
     return out

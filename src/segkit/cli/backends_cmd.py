@@ -27,5 +27,6 @@ def backends_cmd() -> None:
         table.add_column(column)
     for info in rows:
         status = "[green]available[/]" if info.available else f"[yellow]{escape(info.status)}[/]"
-        table.add_row(escape(info.name), status, escape(info.target), escape(info.summary))
+        description = f"{info.summary}\n{info.note}" if info.note else info.summary
+        table.add_row(escape(info.name), status, escape(info.target), escape(description))
     console.print(table)

@@ -288,9 +288,13 @@ def splits(
     console.print(f"{result.status}: {relpath(result.path)}")
 
 
+PlanBackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help=_d(PlanConfig, "backend"))]
+
+
 @app.command(cls=BackendCommand.of("plan"))
 def plan(
     ctx: typer.Context,
+    backend: PlanBackendOpt = None,
     dataset_id: DatasetOpt = None,
     nnunet_raw: NnUNetRawOpt = None,
     nnunet_preprocessed: NnUNetPreprocessedOpt = None,
@@ -319,7 +323,8 @@ def plan(
 ) -> None:
     """Plan and preprocess a prepared dataset with nnU-Net (fingerprint, plans, preprocessed data).
 
-    Example: segkit data plan --planner resenc-m --configurations 3d_fullres --verify-dataset-integrity
+    Examples: segkit data plan --planner resenc-m --configurations 3d_fullres --verify-dataset-integrity;
+    segkit data plan --backend umamba2 -d 501 (adds the 3d_fullres_umamba2 configuration)
     """
     from segkit import api
 
@@ -330,6 +335,7 @@ def plan(
         None,
         "plan",
         {
+            "plan.backend": backend,
             "dataset": dataset_id,
             "nnunet.raw": nnunet_raw,
             "nnunet.preprocessed": nnunet_preprocessed,

@@ -88,11 +88,13 @@ def train(
         )
     console.print(table)
     console.print(f"model: {relpath(results[0].model_dir)}")
-    if cfg.train.backend == "nnunet":
-        # segkit's schedule overrides name their own trainer class; infer must ask for the same model.
-        trainer, plans_name, configuration_name = results[0].model_dir.name.split("__")
+    parts = results[0].model_dir.name.split("__")
+    if len(parts) == 3:
+        # An nnU-Net model folder (<trainer>__<plans>__<configuration>): segkit's schedule overrides name
+        # their own trainer class, and infer must ask for the same model.
+        trainer, plans_name, configuration_name = parts
         console.print(
-            f"predict with: segkit infer --backend nnunet --trainer {trainer} --plans {plans_name} "
+            f"predict with: segkit infer --backend {cfg.train.backend} --trainer {trainer} --plans {plans_name} "
             f"--configuration {configuration_name} (or the same run config)"
         )
 

@@ -92,16 +92,20 @@ class NnUNetBackend:
     Base class of nnU-Net-based backends. A subclass sets `name` and `Options` (a subclass of
     `NnUNetOptions`), and as needed `trainer_folders` (folders of its own nnU-Net trainer modules, searched
     by nnU-Net like ``nnUNet_extTrainer``; ``--trainer`` may name them and ``--epochs`` etc. derive from
-    them), `network_modules` (modules of the network classes its plans name by dotted path; imported
-    first in every worker so that a broken module fails in one line), `worker_module` (a worker of its
-    own, usually re-exporting `segkit.backends.nnunet.worker.HANDLERS`) and `edit_plans` (e.g. to add a
-    configuration). It inherits check, prepare, train, predict, the manifests and the worker.
+    them), `trainer_modules` (its own trainer classes by module: re-exported into segkit's generated
+    trainer folder, so nnU-Net's own tools find them there), `network_modules` (modules of the network
+    classes its plans name by dotted path; imported first in every worker so that a broken module fails
+    in one line), `worker_module` (a worker of its own, usually extending
+    `segkit.backends.nnunet.worker.HANDLERS`), `edit_plans` (e.g. to add a configuration), `worker_options`
+    (its options the worker needs) and `check_options` (its own checks before any work). It inherits
+    check, prepare, train, predict, the manifests and the worker.
     """
 
     name: ClassVar[str] = "nnunet"
     Options: ClassVar[type[NnUNetOptions]] = NnUNetOptions
     worker_module: ClassVar[str] = "segkit.backends.nnunet.worker"
     trainer_folders: ClassVar[tuple[Path, ...]] = ()
+    trainer_modules: ClassVar[Mapping[str, str]] = {}
     network_modules: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[Capabilities] = Capabilities(
         prepare=True,
@@ -127,6 +131,16 @@ class NnUNetBackend:
         replaces the plans file atomically.
         """
         return plans
+
+    def worker_options(self, options: NnUNetOptions, action: str) -> dict[str, Any]:
+        """Options of this backend that its worker needs for `action` (``train``/``predict``); default none.
+
+        They travel in the payload as ``backend_options``.
+        """
+        return {}
+
+    def check_options(self, request: PrepareRequest | TrainRequest | PredictRequest, options: NnUNetOptions) -> None:
+        """This backend's own checks, after the nnU-Net ones (default: none). Raise segkit errors."""
 
     def options_of(self, options: Any) -> NnUNetOptions:
         """`options` as this backend's `Options` (a mapping or other nnU-Net options are validated; None: defaults).
@@ -174,7 +188,9 @@ class NnUNetBackend:
         elif isinstance(request, TrainRequest):
             self._check_train(request, opts)
         else:
-            self._check_predict(request, self.model_options(request.dataset, opts))
+            opts = self.model_options(request.dataset, opts)
+            self._check_predict(request, opts)
+        self.check_options(request, opts)
 
     def model_options(self, dataset: DatasetRef, options: Any) -> NnUNetOptions:
         """The options naming the trained model to predict with.
@@ -272,6 +288,9 @@ class NnUNetBackend:
                 raise BackendError(msg)
 
     def _check_predict(self, request: PredictRequest, opts: NnUNetOptions) -> None:
+        if opts.mirror_axes is not None and not opts.test_time_mirroring:
+            msg = "--mirror-axes chooses the axes of test-time mirroring, which --disable-tta turns off"
+            raise ConfigError(msg)
         model = layout.model_dir(request.dataset, opts)
         if not model.is_dir():
             trained = (
@@ -414,7 +433,7 @@ class NnUNetBackend:
             from segkit.data.splits import write_splits
 
             write_splits(dataset_case_ids(dataset.raw_dir), dataset.splits_file)
-        trainer = layout.write_trainer_module(dataset, opts)
+        trainer = layout.write_trainer_module(dataset, opts, self.trainer_modules)
         model = layout.model_dir(dataset, opts)
         fold = layout.fold_dir(model, request.fold)
         # --overwrite moves the old fold aside and deletes it only once nnU-Net has started training: a run
@@ -443,6 +462,7 @@ class NnUNetBackend:
             "final_validation": opts.final_validation,
             "num_gpus": opts.num_gpus,
             "fold_dir": str(fold),
+            "backend_options": self.worker_options(opts, "train"),
         }
         config_file = fold / "segkit_config.yaml" if request.config_yaml else None
         events = _TrainEvents(progress, request.fold, config_file, request.config_yaml)
@@ -485,7 +505,7 @@ class NnUNetBackend:
         ensure_writable_dir(out)
         # nnU-Net imports the model's trainer class to build the network: a derived one (--epochs ...) must
         # exist under nnUNet_extTrainer here too, e.g. for a model folder copied from another machine.
-        layout.write_trainer_module(request.dataset, opts)
+        layout.write_trainer_module(request.dataset, opts, self.trainer_modules)
         todo = [c for c in request.cases if request.overwrite or not (out / f"{c.case_id}{NIFTI_EXT}").exists()]
         skipped = tuple(c.case_id for c in request.cases if c not in todo)
         stage = out / f".segkit-partial-{uuid.uuid4().hex[:8]}"
@@ -504,6 +524,8 @@ class NnUNetBackend:
                     "device": request.device,
                     "tile_step_size": opts.tile_step_size,
                     "use_mirroring": opts.test_time_mirroring,
+                    "mirror_axes": opts.mirror_axes,
+                    "backend_options": self.worker_options(opts, "predict"),
                     "save_probabilities": request.save_probabilities,
                     "num_processes": processes,
                     "inputs": input_lists(todo, model_channel_order(layout.model_dir(request.dataset, opts))),
@@ -614,6 +636,7 @@ def _write_manifest(
             "device": request.device,
             "tile_step_size": opts.tile_step_size,
             "test_time_mirroring": opts.test_time_mirroring,
+            "mirror_axes": opts.mirror_axes,
             "cases": [p.name for p in files],
             "skipped_existing": list(skipped),
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -667,6 +690,8 @@ class _TrainEvents:
             self.progress.start(f"fold {self.fold}: {event.get('name')}", total=None)
         elif kind == "resumed":
             self.progress.log(f"fold {self.fold}: resuming from {event['checkpoint']} at epoch {event['epoch']}")
+        elif kind == "message":
+            self.progress.log(f"fold {self.fold}: {event.get('text', '')}")
         elif kind == "epoch_start":
             self.progress.start(
                 f"fold {self.fold} epoch {event['epoch'] + 1}/{event['num_epochs']}", total=int(event["iterations"])

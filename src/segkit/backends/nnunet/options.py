@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,14 +15,44 @@ PLANNER_PRESETS: dict[str, tuple[str, str]] = {
     "resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"),
     "resenc-l": ("nnUNetPlannerResEncL", "nnUNetResEncUNetLPlans"),
     "resenc-xl": ("nnUNetPlannerResEncXL", "nnUNetResEncUNetXLPlans"),
+    "resenc-l-torchres": ("nnUNetPlannerResEncL_torchres", "nnUNetResEncUNetLPlans_torchres"),
 }
-"""segkit preset -> (nnU-Net planner class, plans identifier it writes)."""
+"""segkit preset -> (nnU-Net planner class, plans identifier it writes). A planner's class name works too."""
+
+_PRESET_OF_CLASS = {planner: preset for preset, (planner, _) in PLANNER_PRESETS.items()}
+
+
+@dataclass(frozen=True)
+class TrainerField:
+    """An option that becomes an attribute of a derived trainer class and a token of its name.
+
+    A derived backend lists these in its options' ``trainer_fields``: a value other than `default` makes
+    segkit derive a trainer (``<trainer>_segkit_<token><value>...``) whose `attribute` is set to it, so
+    the model folder says how it was trained and `segkit infer` can find it again.
+    """
+
+    token: str
+    field: str
+    attribute: str
+    default: Any
+
+    def encode(self, value: Any) -> str:
+        """`value` as a class-name-safe token (``a2``, ``c12``, ``c0p5``)."""
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        return self.token + text.replace(".", "p").replace("-", "m")
+
+    def decode(self, text: str) -> Any:
+        """The value of a token written by `encode` (without the prefix); ValueError if it is not one."""
+        value = text.replace("p", ".").replace("m", "-")
+        return type(self.default)(float(value)) if isinstance(self.default, float) else type(self.default)(value)
 
 
 class NnUNetOptions(Strict):
     """nnU-Net v2 settings shared by `segkit data plan`, `train` and `infer`."""
 
     cli_panel: ClassVar[str] = "nnU-Net backend"
+    trainer_fields: ClassVar[tuple[TrainerField, ...]] = ()
+    """Options set as attributes of a derived trainer (see `TrainerField`); a derived backend adds its own."""
 
     configuration: Annotated[str, CliFlag("--configuration", "-C", commands=(TRAIN, INFER))] = Field(
         "3d_fullres", description="nnU-Net configuration to train/predict (2d, 3d_fullres, ...)."
@@ -84,6 +115,13 @@ class NnUNetOptions(Strict):
     test_time_mirroring: Annotated[bool, CliFlag("--tta", off="--disable-tta", commands=(INFER,))] = Field(
         True, description="Mirror test-time augmentation when predicting."
     )
+    mirror_axes: Annotated[list[int] | None, CliFlag(commands=(INFER,))] = Field(
+        None,
+        description=(
+            "Test-time mirroring only on these spatial axes (nnU-Net's order, e.g. 1 2); default: the "
+            "axes the model was trained to mirror."
+        ),
+    )
 
     @field_validator("trainer")
     @classmethod
@@ -93,6 +131,22 @@ class NnUNetOptions(Strict):
             msg = f"{value!r} is not a trainer class name"
             raise ValueError(msg)
         return value
+
+    @field_validator("planner")
+    @classmethod
+    def _planner_class_is_its_preset(cls, value: str) -> str:
+        # `--planner nnUNetPlannerResEncL` (nnU-Net's -pl habit) means the preset: its plans name is known.
+        return _PRESET_OF_CLASS.get(value, value)
+
+    @field_validator("mirror_axes")
+    @classmethod
+    def _axes_are_spatial(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if any(a < 0 or a > 2 for a in value) or len(set(value)) != len(value):
+            msg = f"mirror axes must be distinct spatial axes among 0, 1, 2, got {value}"
+            raise ValueError(msg)
+        return sorted(value)
 
     @model_validator(mode="after")
     def _planner_known_or_plans_given(self) -> NnUNetOptions:
@@ -122,4 +176,5 @@ class NnUNetOptions(Strict):
                 for v in (self.epochs, self.iterations_per_epoch, self.val_iterations_per_epoch, self.checkpoint_every)
             )
             or not self.mirroring
+            or any(getattr(self, f.field) != f.default for f in self.trainer_fields)
         )

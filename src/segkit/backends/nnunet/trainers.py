@@ -47,7 +47,13 @@ def find_trainer(name: str, *, exclude: str | None = None) -> type:
 
 
 def derive_trainer(
-    name: str, base: str, *, mirroring: bool = True, exclude: str | None = None, **overrides: Any
+    name: str,
+    base: str,
+    *,
+    mirroring: bool = True,
+    exclude: str | None = None,
+    base_module: str | None = None,
+    **overrides: Any,
 ) -> type:
     """A subclass of nnU-Net trainer `base` named `name` with attribute overrides.
 
@@ -57,11 +63,21 @@ def derive_trainer(
         mirroring: False disables mirroring augmentation and mirrored inference, like
             ``nnUNetTrainerNoMirroring``.
         exclude: Folder of the calling generated module (see `find_trainer`).
+        base_module: Module defining `base` (a segkit backend's trainer): imported instead of searched.
         **overrides: Attributes set after the base constructor, e.g. ``num_epochs=5``.
     """
     import torch
 
-    base_cls: Any = find_trainer(base, exclude=exclude)
+    if base_module is not None:
+        import importlib
+
+        try:
+            base_cls: Any = getattr(importlib.import_module(base_module), base)
+        except (ImportError, AttributeError) as err:
+            msg = f"nnU-Net trainer {base!r} cannot be imported from {base_module} ({err})"
+            raise RuntimeError(msg) from err
+    else:
+        base_cls = find_trainer(base, exclude=exclude)
 
     # nnU-Net records its constructor arguments by inspecting the signature of self.__init__, so the
     # subclass must keep the exact parameter names.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,25 @@ def _num(value: Any) -> float | None:
         return None
 
 
-def train(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    """Train one fold (optionally resuming or starting from pretrained weights), then validate."""
+PretrainedLoader = Callable[[Any, str, dict[str, Any], Emit], None]
+"""``(trainer, path, payload, emit)``: load pretrained weights into a set-up trainer (raises BackendError)."""
+
+
+def nnunet_pretrained(trainer: Any, path: str, payload: dict[str, Any], emit: Emit) -> None:
+    """nnU-Net's own loading: every tensor but the segmentation heads must fit (checked in one line first)."""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    _check_pretrained(trainer, path)
+    load_pretrained_weights(trainer.network, path, verbose=True)
+
+
+def train(
+    payload: dict[str, Any], emit: Emit, *, load_pretrained: PretrainedLoader = nnunet_pretrained
+) -> dict[str, Any]:
+    """Train one fold (optionally resuming or starting from pretrained weights), then validate.
+
+    A derived backend's worker passes its own `load_pretrained` (e.g. one that keeps the heads).
+    """
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint, run_training
 
@@ -217,6 +235,9 @@ def train(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
     fold: Any = payload["fold"]
     device = torch.device(payload["device"])
     if payload["num_gpus"] > 1:
+        if payload["pretrained_weights"] and load_pretrained is not nnunet_pretrained:
+            msg = "pretrained weights with --num-gpus > 1 are loaded by nnU-Net's own loader, not this backend's"
+            raise BackendError(msg, hint="start from the weights on one GPU, or train without --pretrained-weights")
         # nnU-Net's own DDP path spawns one process per GPU; epochs are reported in its log only.
         emit("stage", name=f"training on {payload['num_gpus']} GPUs (progress in the log)")
         emit("training")
@@ -244,15 +265,18 @@ def train(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
         payload["continue_training"],
         device=device,
     )
-    if payload["pretrained_weights"]:
-        _check_pretrained(trainer, payload["pretrained_weights"])
     resumed_from = None
     if payload["continue_training"]:
         for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
             if (Path(trainer.output_folder) / name).is_file():
                 resumed_from = name
                 break
-    maybe_load_checkpoint(trainer, payload["continue_training"], False, payload["pretrained_weights"])
+    if payload["pretrained_weights"]:
+        if not trainer.was_initialized:
+            trainer.initialize()
+        load_pretrained(trainer, payload["pretrained_weights"], payload, emit)
+    else:
+        maybe_load_checkpoint(trainer, payload["continue_training"], False, None)
     if resumed_from:
         emit("resumed", checkpoint=resumed_from, epoch=int(trainer.current_epoch))
     _hook_progress(trainer, emit)
@@ -313,6 +337,13 @@ def predict(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
     predictor.initialize_from_trained_model_folder(
         payload["model_dir"], use_folds=folds, checkpoint_name=payload["checkpoint"]
     )
+    if payload.get("mirror_axes") is not None:
+        dims = len(predictor.configuration_manager.patch_size)
+        axes = tuple(int(a) for a in payload["mirror_axes"])
+        if any(a >= dims for a in axes):
+            msg = f"--mirror-axes {' '.join(map(str, axes))}: the model has {dims} spatial axes (0-{dims - 1})"
+            raise BackendError(msg)
+        predictor.allowed_mirroring_axes = axes
     logits = predictor.predict_logits_from_preprocessed_data
 
     def counted(data: Any) -> Any:

@@ -1,6 +1,11 @@
-"""UMamba2: a Mamba2-bottleneck residual U-Net for nnU-Net (network and mixer only so far).
+"""UMamba2: a Mamba2-bottleneck residual U-Net trained and predicted through nnU-Net.
 
-This package registers no backend yet. `segkit.backends.umamba2.network.UMambaBot2` is the network nnU-Net
-builds from plans; `segkit.backends.umamba2.mamba2.Mamba2Mixer` is its Mamba2 layer. Importing this
-package imports neither torch nor nnunetv2.
+`UMamba2Backend` (the ``umamba2`` backend) is built on the nnU-Net adapter; `network.UMambaBot2` is the
+network nnU-Net builds from the plans; `mamba2.Mamba2Mixer` is its Mamba2 layer; `plans` adds the
+configuration, `trainer` and `pretrained` are used inside nnU-Net's processes. Importing this package
+imports neither torch nor nnunetv2.
 """
+
+from segkit.backends.umamba2.backend import UMamba2Backend
+
+__all__ = ["UMamba2Backend"]

@@ -14,6 +14,7 @@ nnU-Net builds it from plans by its dotted name, ``segkit.backends.umamba2.netwo
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -21,6 +22,14 @@ from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from torch import nn
 
 from segkit.backends.umamba2.mamba2 import Mamba2Mixer
+
+KERNEL_ENV = "SEGKIT_MAMBA_KERNEL"
+"""Environment variable that overrides the plans' ``mamba_kernel`` (``auto``, ``torch``, ``mamba-ssm``).
+
+The kernel is a property of the machine, not of the model: the plans (and so the checkpoint) keep
+``auto``, and ``segkit train/infer --mamba-kernel`` set this variable in the nnU-Net process. Users of
+nnU-Net's own tools may set it too.
+"""
 
 
 class MambaLayer(nn.Module):
@@ -54,7 +63,8 @@ class UMambaBot2(ResidualEncoderUNet):
         input_channels ... stem_channels: exactly `ResidualEncoderUNet`'s (nnU-Net's ``arch_kwargs``).
         d_state, d_conv, expand, headdim, ngroups, chunk_size, torch_chunk_size: `Mamba2Mixer`'s
             (defaults as U-Mamba2's).
-        mamba_kernel: ``"auto"``, ``"torch"`` or ``"mamba-ssm"`` (see `segkit.backends.umamba2.mamba2`).
+        mamba_kernel: ``"auto"``, ``"torch"`` or ``"mamba-ssm"`` (see `segkit.backends.umamba2.mamba2`);
+            the environment variable `KERNEL_ENV`, when set, takes precedence.
 
     Raises:
         ConfigError: the mixer's sizes do not fit (``features_per_stage[-1] * expand`` not a multiple of
@@ -129,7 +139,7 @@ class UMambaBot2(ResidualEncoderUNet):
             ngroups=ngroups,
             chunk_size=chunk_size,
             torch_chunk_size=torch_chunk_size,
-            kernel=mamba_kernel,
+            kernel=os.environ.get(KERNEL_ENV, "").strip() or mamba_kernel,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:

@@ -1,0 +1,130 @@
+"""The UMamba2 backend: nnU-Net's pipeline with a Mamba2-bottleneck residual U-Net.
+
+Built on the nnU-Net adapter (`NnUNetBackend`): planning is nnU-Net's residual-encoder planner plus a
+``3d_fullres_umamba2`` configuration (`segkit.backends.umamba2.plans`), training is nnU-Net's loop with
+segkit's `nnUNetTrainerUMamba2` (gradient accumulation, clipping, no compile), prediction is nnU-Net's
+predictor. nnU-Net builds the network from the plans by its dotted class name, so nnU-Net's own tools
+predict with these models too, given ``nnUNet_extTrainer=<nnUNet_results>/segkit_trainers``.
+
+Inspired by U-Mamba2 (Tan et al. 2025, arXiv 2509.12069); written from its description, no code of the
+authors' (non-commercially licensed) fork. This module imports neither torch nor nnunetv2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, ClassVar
+
+from segkit.backends.base import Capabilities, PredictRequest, PrepareRequest, TrainRequest
+from segkit.backends.nnunet import layout
+from segkit.backends.nnunet.backend import NnUNetBackend
+from segkit.backends.nnunet.options import NnUNetOptions
+from segkit.backends.umamba2.options import TRAINER, UMamba2Options
+from segkit.errors import ConfigError, MissingDependencyError
+
+
+def kernel_here() -> str:
+    """The Mamba2 kernel ``auto`` uses on this machine, with the reason when it is the torch scan.
+
+    Cheap when mamba-ssm is not installed (no torch import); otherwise imports torch and mamba-ssm.
+    """
+    if find_spec("mamba_ssm") is None:
+        return "torch (mamba-ssm not installed)"
+    if find_spec("torch") is None:
+        return "torch (torch not installed)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "torch (no CUDA device)"
+    from segkit.backends.umamba2.mamba2 import _load_fused
+
+    fused, reason = _load_fused()
+    return "mamba-ssm" if fused is not None else f"torch (mamba-ssm fails to import: {reason})"
+
+
+class UMamba2Backend(NnUNetBackend):
+    """UMamba2: nnU-Net residual-encoder U-Net with a Mamba2 bottleneck (after U-Mamba2, Tan et al. 2025)."""
+
+    name: ClassVar[str] = "umamba2"
+    Options: ClassVar[type[NnUNetOptions]] = UMamba2Options
+    worker_module: ClassVar[str] = "segkit.backends.umamba2.worker"
+    trainer_modules: ClassVar[Mapping[str, str]] = {TRAINER: "segkit.backends.umamba2.trainer"}
+    network_modules: ClassVar[tuple[str, ...]] = ("segkit.backends.umamba2.network",)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        prepare=True,
+        ensemble=True,
+        implicit_ensemble=True,
+        multi_gpu=True,
+        fold_all="train_on_all",
+        devices=("cpu", "cuda"),
+    )
+
+    @classmethod
+    def environment_note(cls) -> str:
+        """What `segkit backends` adds to the description: the Mamba2 kernel used here."""
+        return f"Mamba2 kernel here: {kernel_here()}"
+
+    def edit_plans(self, plans: dict[str, Any], options: NnUNetOptions) -> dict[str, Any]:
+        """Add (or replace) the ``3d_fullres_umamba2`` configuration."""
+        from segkit.backends.umamba2.plans import add_umamba2_configuration
+
+        opts = self._own(options)
+        return add_umamba2_configuration(
+            plans,
+            layout=opts.layout,
+            patch_size=list(opts.patch_size) if opts.patch_size else None,
+            batch_size=opts.batch_size,
+            normalization=opts.normalization,
+            features_per_stage=opts.features_per_stage,
+            d_state=opts.d_state,
+            d_conv=opts.d_conv,
+            expand=opts.expand,
+            headdim=opts.headdim,
+            plans_identifier=opts.plans_identifier,
+        )
+
+    def worker_options(self, options: NnUNetOptions, action: str) -> dict[str, Any]:
+        """The kernel (both actions) and whether pretrained weights keep their heads (training)."""
+        opts = self._own(options)
+        extra: dict[str, Any] = {"kernel": opts.kernel}
+        if action == "train":
+            extra["keep_heads"] = opts.keep_heads
+        return extra
+
+    def check_options(self, request: PrepareRequest | TrainRequest | PredictRequest, options: NnUNetOptions) -> None:
+        """UMamba2 configuration in the plans, a usable kernel; all before nnU-Net starts."""
+        if isinstance(request, PrepareRequest):
+            return
+        opts = self._own(options)
+        if isinstance(request, PredictRequest):
+            self._check_umamba2_plans(layout.model_dir(request.dataset, opts) / "plans.json", opts)
+        if opts.kernel == "mamba-ssm":
+            if request.device != "cuda":
+                msg = f"--mamba-kernel mamba-ssm needs --device cuda (device is {request.device})"
+                raise ConfigError(msg, hint="use --mamba-kernel auto or torch off CUDA")
+            from segkit.backends.umamba2.mamba2 import _MAMBA_HINT, _load_fused
+
+            fused, reason = _load_fused()
+            if fused is None:
+                msg = f"--mamba-kernel mamba-ssm: mamba-ssm cannot be imported ({reason})"
+                raise MissingDependencyError(msg, hint=_MAMBA_HINT)
+
+    def _check_train(self, request: TrainRequest, opts: NnUNetOptions) -> None:
+        # Before nnU-Net's checks, so that plans without the configuration say how to add it.
+        path = layout.plans_file(request.dataset, opts)
+        if path.is_file():
+            self._check_umamba2_plans(path, opts)
+        super()._check_train(request, opts)
+
+    def _check_umamba2_plans(self, path: Path, opts: NnUNetOptions) -> None:
+        from segkit.backends.umamba2.plans import check_umamba2_configuration
+        from segkit.data.nnunet_plans import load_plans
+
+        check_umamba2_configuration(load_plans(path), opts.configuration, str(path))
+
+    def _own(self, options: NnUNetOptions) -> UMamba2Options:
+        opts = self.options_of(options)
+        assert isinstance(opts, UMamba2Options)  # options_of validates into this backend's Options
+        return opts
