@@ -3,6 +3,8 @@
 Synthesise a training cohort and held-out cases -> export them as an nnU-Net dataset -> write nnU-Net's
 folds -> train the MONAI backend (a small SegResNet, two stages, fold 0) -> predict the held-out cases
 -> score them (BraTS 2024 lesion-wise and nnU-Net voxel metrics) -> render a static panel and a GIF.
+With ``--backend umamba2`` the training is the UMamba2 backend's instead: nnU-Net plans the dataset
+(residual-encoder planner, a narrow ``3d_fullres_umamba2`` network), trains fold 0 and predicts.
 Every step is the library function behind the matching command, run with an explicit config, so the
 demo doubles as a worked example of the API. This module sits on top of `segkit.api` (which does not
 import it): ``segkit demo`` calls `run_demo` directly.
@@ -35,6 +37,14 @@ DEMO_MARKER = ".segkit-demo"
 
 T = TypeVar("T")
 
+# UMamba2's schedule, chosen by measurement against the demo's target (at most 10 minutes on two CPU
+# cores, held-out whole-tumour Dice of at least 0.7; docs/benchmarks.md): nnU-Net's planner gives the
+# 48^3 cohort 4 stages; a narrow network keeps an iteration cheap on a CPU.
+UMAMBA2_EPOCHS = 20
+UMAMBA2_ITERATIONS = 25
+UMAMBA2_FEATURES = (16, 32, 64, 128)
+UMAMBA2_HEADDIM = 32
+
 
 @dataclass(frozen=True)
 class DemoRecipe:
@@ -46,11 +56,38 @@ class DemoRecipe:
     patch: int
     stage1_epochs: int
     stage2_epochs: int
+    epochs: int = 0
+    iterations_per_epoch: int = 0
+    features_per_stage: tuple[int, ...] = ()
+    """UMamba2 only: nnU-Net epochs, iterations per epoch and the network's width per stage."""
 
 
 FULL = DemoRecipe(cases=10, test_cases=4, shape=48, patch=32, stage1_epochs=5, stage2_epochs=45)
 FAST = DemoRecipe(cases=6, test_cases=2, shape=32, patch=32, stage1_epochs=1, stage2_epochs=1)
 """``--fast``: every step for real, but too short to learn anything (a smoke run)."""
+
+UMAMBA2_FULL = DemoRecipe(
+    cases=10,
+    test_cases=4,
+    shape=48,
+    patch=0,
+    stage1_epochs=0,
+    stage2_epochs=0,
+    epochs=UMAMBA2_EPOCHS,
+    iterations_per_epoch=UMAMBA2_ITERATIONS,
+    features_per_stage=UMAMBA2_FEATURES,
+)
+UMAMBA2_FAST = DemoRecipe(
+    cases=6,
+    test_cases=2,
+    shape=32,
+    patch=0,
+    stage1_epochs=0,
+    stage2_epochs=0,
+    epochs=1,
+    iterations_per_epoch=2,
+    features_per_stage=UMAMBA2_FEATURES[:3],
+)
 
 
 @dataclass
@@ -80,7 +117,20 @@ class DemoResult:
 
 
 def recipe_of(cfg: DemoConfig) -> DemoRecipe:
-    """The recipe for a demo config: the full or fast one, with any explicit overrides."""
+    """The recipe for a demo config: the full or fast one of its backend, with any explicit overrides."""
+    if cfg.backend == "umamba2":
+        base = UMAMBA2_FAST if cfg.fast else UMAMBA2_FULL
+        return DemoRecipe(
+            cases=cfg.cases or base.cases,
+            test_cases=cfg.test_cases or base.test_cases,
+            shape=cfg.shape or base.shape,
+            patch=0,
+            stage1_epochs=0,
+            stage2_epochs=0,
+            epochs=cfg.epochs or base.epochs,
+            iterations_per_epoch=base.iterations_per_epoch,
+            features_per_stage=base.features_per_stage,
+        )
     base = FAST if cfg.fast else FULL
     return DemoRecipe(
         cases=cfg.cases or base.cases,
@@ -92,7 +142,46 @@ def recipe_of(cfg: DemoConfig) -> DemoRecipe:
     )
 
 
-def demo_config(out: Path, recipe: DemoRecipe, *, device: str, seed: int, showcase: str) -> SegkitConfig:
+def _monai_flags(out: Path, recipe: DemoRecipe, seed: int) -> dict[str, Any]:
+    return {
+        "backends.monai.bundle_name": "none",
+        "backends.monai.network_overrides": {"init_filters": 8, "dropout_prob": 0.0},
+        "backends.monai.output_root": out / "monai",
+        "backends.monai.stage1_epochs": recipe.stage1_epochs,
+        "backends.monai.stage2_epochs": recipe.stage2_epochs,
+        "backends.monai.stage1_lr": 3e-3,
+        "backends.monai.stage2_lr": 3e-3,
+        "backends.monai.patch_size": [recipe.patch] * 3,
+        "backends.monai.batch_size": 2,
+        "backends.monai.num_samples": 4,
+        "backends.monai.best_metric": "wt_dice",
+        "backends.monai.save_checkpoint_frequency": 0,
+        "backends.monai.sw_batch_size": 1,
+        "backends.monai.seed": seed,
+    }
+
+
+def _umamba2_flags(recipe: DemoRecipe) -> dict[str, Any]:
+    return {
+        "plan.backend": "umamba2",
+        "plan.num_processes": 1,
+        "backends.umamba2.planner": "resenc-m",
+        "backends.umamba2.features_per_stage": list(recipe.features_per_stage),
+        "backends.umamba2.headdim": UMAMBA2_HEADDIM,
+        "backends.umamba2.epochs": recipe.epochs,
+        "backends.umamba2.iterations_per_epoch": recipe.iterations_per_epoch,
+        "backends.umamba2.final_validation": False,
+        "backends.umamba2.data_augmentation_processes": 0,
+        "backends.umamba2.num_processes": 1,
+        # 8 mirrored passes per window cost more than they gain on the demo's symmetric phantoms
+        "backends.umamba2.test_time_mirroring": False,
+        "backends.umamba2.kernel": "torch",
+    }
+
+
+def demo_config(
+    out: Path, recipe: DemoRecipe, *, device: str, seed: int, showcase: str, backend: str = "monai"
+) -> SegkitConfig:
     """The run config of every demo step (also saved as ``<out>/demo_config.yaml``).
 
     Args:
@@ -101,6 +190,7 @@ def demo_config(out: Path, recipe: DemoRecipe, *, device: str, seed: int, showca
         device: Resolved device.
         seed: Seed of the cohort and of training.
         showcase: The held-out case drawn in the static panel and the GIF.
+        backend: ``monai`` or ``umamba2``.
     """
     from segkit.config import load_config
 
@@ -118,28 +208,15 @@ def demo_config(out: Path, recipe: DemoRecipe, *, device: str, seed: int, showca
             "prepare.test_sources": [data / "validation_data"],
             "prepare.require_test_labels": True,
             "prepare.workers": 1,
-            "train.backend": "monai",
+            "train.backend": backend,
             "train.fold": 0,
             "train.device": device,
-            "infer.backend": "monai",
+            "infer.backend": backend,
             "infer.fold": 0,
             "infer.device": device,
             "infer.input": [data / "validation_data"],
             "infer.output": predictions,
-            "backends.monai.bundle_name": "none",
-            "backends.monai.network_overrides": {"init_filters": 8, "dropout_prob": 0.0},
-            "backends.monai.output_root": out / "monai",
-            "backends.monai.stage1_epochs": recipe.stage1_epochs,
-            "backends.monai.stage2_epochs": recipe.stage2_epochs,
-            "backends.monai.stage1_lr": 3e-3,
-            "backends.monai.stage2_lr": 3e-3,
-            "backends.monai.patch_size": [recipe.patch] * 3,
-            "backends.monai.batch_size": 2,
-            "backends.monai.num_samples": 4,
-            "backends.monai.best_metric": "wt_dice",
-            "backends.monai.save_checkpoint_frequency": 0,
-            "backends.monai.sw_batch_size": 1,
-            "backends.monai.seed": seed,
+            **(_umamba2_flags(recipe) if backend == "umamba2" else _monai_flags(out, recipe, seed)),
             "eval.gt": data / "validation_data",
             "eval.pred": predictions,
             "eval.output_dir": out / "evaluation",
@@ -208,11 +285,15 @@ def run_demo(cfg: DemoConfig, *, progress: ProgressSink | None = None) -> DemoRe
             write_cohort(data / "validation_data", cases=recipe.test_cases, shape=shape, seed=cfg.seed, start=100),
         ),
     )
-    config = demo_config(out, recipe, device=device, seed=cfg.seed, showcase=_showcase(data / "validation_data"))
+    config = demo_config(
+        out, recipe, device=device, seed=cfg.seed, showcase=_showcase(data / "validation_data"), backend=cfg.backend
+    )
     write_text(out / "demo_config.yaml", dump_config(config))
     exported = step("prepare nnU-Net dataset", lambda: api.prepare(config, progress=sink))
     splits = step("write splits", lambda: api.splits(config))
-    trained = step("train MONAI fold 0", lambda: api.train(config, progress=sink))
+    if cfg.backend == "umamba2":
+        step("plan and preprocess (nnU-Net)", lambda: api.plan(config, progress=sink))
+    trained = step(train_step_name(cfg.backend), lambda: api.train(config, progress=sink))
     (predicted,) = step("predict held-out cases", lambda: api.predict(config, progress=sink))
     scored = step("evaluate", lambda: api.evaluate(config, progress=sink))
     figure = step("static panel", lambda: api.viz_static(config))
@@ -232,6 +313,11 @@ def run_demo(cfg: DemoConfig, *, progress: ProgressSink | None = None) -> DemoRe
     }
     result.regions, result.wt_dice = _scores(scored)
     return result
+
+
+def train_step_name(backend: str) -> str:
+    """The name of the training step in `DemoResult.seconds`."""
+    return f"train {'UMamba2' if backend == 'umamba2' else 'MONAI'} fold 0"
 
 
 def _showcase(root: Path) -> str:

@@ -24,15 +24,18 @@ def demo(
     shape: Annotated[int | None, typer.Option(help=_d(DemoConfig, "shape"))] = None,
     stage1_epochs: Annotated[int | None, typer.Option(help=_d(DemoConfig, "stage1_epochs"))] = None,
     stage2_epochs: Annotated[int | None, typer.Option(help=_d(DemoConfig, "stage2_epochs"))] = None,
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help=_d(DemoConfig, "backend"))] = None,
+    epochs: Annotated[int | None, typer.Option(help=_d(DemoConfig, "epochs"))] = None,
     device: Annotated[str | None, typer.Option(help=_d(DemoConfig, "device"))] = None,
     seed: Annotated[int | None, typer.Option(help=_d(DemoConfig, "seed"))] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Synthesise a cohort, train MONAI on it, predict held-out cases, score them and draw them.
+    """Synthesise a cohort, train MONAI (or UMamba2) on it, predict held-out cases, score them and draw them.
 
     Everything lands in outputs/demo/; timings and scores measured on 2 CPU cores are in docs/benchmarks.md.
+    Example: segkit demo --backend umamba2
     """
     from segkit.demo import run_demo
 
@@ -47,6 +50,8 @@ def demo(
         demo__shape=shape,
         demo__stage1_epochs=stage1_epochs,
         demo__stage2_epochs=stage2_epochs,
+        demo__backend=backend,
+        demo__epochs=epochs,
         demo__device=device,
         demo__seed=seed,
     )

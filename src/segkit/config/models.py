@@ -411,6 +411,10 @@ class DemoConfig(Strict):
     shape: int | None = Field(None, ge=32, description="Cube size of the synthetic volumes (default 48; --fast 32).")
     stage1_epochs: int | None = Field(None, ge=0, description="MONAI stage-1 epochs (default 5; --fast 1).")
     stage2_epochs: int | None = Field(None, ge=0, description="MONAI stage-2 epochs (default 45; --fast 1).")
+    backend: Literal["monai", "umamba2"] = Field(
+        "monai", description="Backend to train: monai (a small SegResNet) or umamba2 (nnU-Net, Mamba2 bottleneck)."
+    )
+    epochs: int | None = Field(None, ge=1, description="UMamba2 epochs (default: the measured recipe; --fast 1).")
     device: Device = Field("auto", description="Device for training and prediction: auto (CUDA if present), cuda, cpu.")
     seed: int = Field(0, description="Seed of the cohort and of training.")
 
