@@ -150,7 +150,8 @@ def render_validation_error(err: ValidationError, model: type[BaseModel] = Segki
     parts = []
     for item in err.errors():
         loc = [str(p) for p in item["loc"]]
-        key = prefix + (".".join(loc) or "(root)")
+        # a model-level rule has no field: name the section it belongs to ("backends.umamba2")
+        key = prefix + ".".join(loc) if loc else (prefix.rstrip(".") or "(root)")
         if item["type"] == "extra_forbidden":
             reason = "unknown key" + did_you_mean(loc[-1], _fields_at(model, loc[:-1]))
         else:
