@@ -28,7 +28,7 @@ def load_pretrained(trainer: Any, path: str, payload: dict[str, Any], emit: Emit
 
     keep_heads = bool((payload.get("backend_options") or {}).get("keep_heads"))
     report = apply_pretrained(trainer, path, keep_heads=keep_heads, log=trainer.print_to_log_file)
-    emit("message", text=report.summary)
+    emit("message", text=report.summary())
 
 
 def train(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
