@@ -202,7 +202,9 @@ def test_stsr2025_builds_nnunets_142_1_m_parameter_network(resenc: dict) -> None
 
 
 def test_stsr2025_with_a_patch_that_does_not_fit(resenc: dict) -> None:
-    with pytest.raises(ConfigError, match=r"patch 112x128x128 is not a multiple .* total stride 32x64x64 .*\(e.g. 128x128x128\)"):
+    with pytest.raises(
+        ConfigError, match=r"patch 112x128x128 is not a multiple .* total stride 32x64x64 .*\(e.g. 128x128x128\)"
+    ):
         add_umamba2_configuration(resenc, layout="stsr2025", patch_size=[112, 128, 128])
     with pytest.raises(ConfigError, match=r"patch 32x32x32 leaves no bottleneck tokens"):
         add_umamba2_configuration(resenc, layout="stsr2025", patch_size=[32, 32, 32])
