@@ -130,7 +130,7 @@ def add_umamba2_configuration(
     parent = resolve_configuration(plans, PARENT, source=where)
     parent_arch = parent.get("architecture")
     if not isinstance(parent_arch, Mapping) or not isinstance(parent_arch.get("arch_kwargs"), Mapping):
-        msg = f"{where}: {PARENT} has no architecture.arch_kwargs (plans older than nnU-Net 2.4?)"
+        msg = f"{where}: {PARENT} has no architecture.arch_kwargs (old-format plans: plan again with this nnU-Net)"
         raise ConfigError(msg)
     requires = parent_arch.get("_kw_requires_import") or list(KW_REQUIRES_IMPORT)
 
