@@ -202,7 +202,9 @@ def test_stsr2025_builds_nnunets_142_1_m_parameter_network(resenc: dict) -> None
 
 
 def test_stsr2025_with_a_patch_that_does_not_fit(resenc: dict) -> None:
-    with pytest.raises(ConfigError, match=r"patch 112x128x128 is not a multiple .* total stride 32x64x64 .*\(e.g. 128x128x128\)"):
+    with pytest.raises(
+        ConfigError, match=r"patch 112x128x128 is not a multiple .* total stride 32x64x64 .*\(e.g. 128x128x128\)"
+    ):
         add_umamba2_configuration(resenc, layout="stsr2025", patch_size=[112, 128, 128])
     with pytest.raises(ConfigError, match=r"patch 32x32x32 leaves no bottleneck tokens"):
         add_umamba2_configuration(resenc, layout="stsr2025", patch_size=[32, 32, 32])
@@ -345,3 +347,49 @@ def test_module_imports_neither_torch_nor_nnunet() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_nnunet_preprocesses_and_replanning_keeps_the_configuration(tmp_path: Path, run_cli) -> None:
+    """Real planning of a tiny cohort: nnU-Net preprocesses the edited configuration into its own data
+    (CT normalisation), and re-planning keeps it, so applying the edit again changes nothing."""
+    import os
+
+    from segkit.data.synth import write_cohort
+
+    write_cohort(tmp_path / "training_data", cases=3, shape=(24, 24, 24), seed=5)
+    (tmp_path / "test_data").mkdir()
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    prepared = run_cli(
+        "data", "prepare", "--train-sources", tmp_path / "training_data", "--test-sources", tmp_path / "test_data",
+        "--nnunet-raw", raw, "--workers", "1",
+    )  # fmt: skip
+    assert prepared.code == 0, prepared.err
+    env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(pre), "nnUNet_def_n_proc": "1"}
+    env["nnUNet_results"] = str(tmp_path / "results")
+    bin_dir = Path(sys.executable).parent
+
+    def nnunet(*args: str) -> None:
+        proc = subprocess.run([str(bin_dir / args[0]), *args[1:]], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+    nnunet("nnUNetv2_plan_and_preprocess", "-d", "501", "-pl", "nnUNetPlannerResEncM", "--no_pp", "-npfp", "1")
+    path = pre / "Dataset501_BraTSPostTx" / "nnUNetResEncUNetMPlans.json"
+    planned = json.loads(path.read_text())
+    kw = planned["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    features = [min(4 * 2**i, 16) for i in range(kw["n_stages"])]
+    options = {"normalization": "ct", "features_per_stage": features, "d_state": 4, "headdim": 8}
+    edited = add_umamba2_configuration(planned, **options)
+    path.write_text(json.dumps(edited, indent=4))
+    check_umamba2_configuration(json.loads(path.read_text()), CONFIGURATION, str(path))
+
+    nnunet("nnUNetv2_preprocess", "-d", "501", "-plans_name", "nnUNetResEncUNetMPlans", "-c", CONFIGURATION, "-np", "1")
+    data = pre / "Dataset501_BraTSPostTx" / "nnUNetResEncUNetMPlans_3d_fullres_umamba2"
+    cases = sorted(p.name for p in data.iterdir() if p.suffix == ".b2nd" and not p.name.endswith("_seg.b2nd"))
+    assert len(cases) == 3, sorted(p.name for p in data.iterdir())
+    assert not (pre / "Dataset501_BraTSPostTx" / "nnUNetPlans_3d_fullres").exists()  # only ours was preprocessed
+
+    nnunet("nnUNetv2_plan_experiment", "-d", "501", "-pl", "nnUNetPlannerResEncM")
+    replanned = json.loads(path.read_text())
+    assert replanned["configurations"][CONFIGURATION] == edited["configurations"][CONFIGURATION]
+    assert add_umamba2_configuration(replanned, **options) == replanned

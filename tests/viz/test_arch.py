@@ -96,6 +96,29 @@ def test_mamba_network_inherits_and_has_its_own_bottleneck_block() -> None:
     assert parts.index("mamba") == parts.index("bottleneck") + 1
 
 
+@pytest.mark.parametrize(("layout", "tokens", "stages"), [("planner", 4 * 5 * 7, 6), ("stsr2025", 5 * 4 * 4, 7)])
+def test_umamba2_plans_edit_is_drawn_from_the_plans(
+    run_cli, tmp_path: Path, layout: str, tokens: int, stages: int
+) -> None:
+    """The configuration `segkit data plan --backend umamba2` adds, through `describe` and the command."""
+    from segkit.backends.umamba2.plans import CONFIGURATION, add_umamba2_configuration
+
+    path = tmp_path / "nnUNetResEncUNetMPlans.json"
+    path.write_text(json.dumps(add_umamba2_configuration(_plans(RESENC), layout=layout)))
+    shutil.copy(PLANS / "dataset.json", tmp_path / "dataset.json")
+    arch = read_architecture(path, CONFIGURATION)
+    assert (arch.kind, arch.network_class) == ("Mamba", "segkit.backends.umamba2.network.UMambaBot2")
+    assert len(arch.encoder) == stages
+    assert arch.mamba is not None
+    assert math.prod(arch.mamba.size) == tokens
+    assert arch.mamba.features == 320
+    out = tmp_path / "arch.png"
+    result = run_cli("viz", "arch", path, "-C", CONFIGURATION, "-o", out)
+    assert result.code == 0, result.err
+    assert f"Mamba2, {tokens}" in " ".join(result.out.split())  # the table may wrap the cell
+    assert (iio.imread(out)[..., :3] == MAMBA_ORANGE).all(axis=-1).sum() > 500
+
+
 # --- inheritance and unusual plans ------------------------------------------------------------------
 
 

@@ -7,8 +7,9 @@ convolutions or residual blocks per stage). A configuration may inherit from ano
 
 Known classes: ``PlainConvUNet`` (plain convolution stages), ``ResidualEncoderUNet`` (residual encoder
 blocks, ``n_blocks_per_stage``) and any class whose name contains ``Mamba`` (a residual-encoder U-Net
-with a Mamba block on the flattened bottleneck, e.g. UMamba2's UMambaBot2, which a UMamba2 backend would
-name in its plans), which is drawn with the Mamba block as its own stage. Any other class is described
+with a Mamba block on the flattened bottleneck, e.g. segkit's UMambaBot2 in the ``3d_fullres_umamba2``
+configuration that ``segkit data plan --backend umamba2`` adds), which is drawn with the Mamba block as
+its own stage. Any other class is described
 generically from its arguments, with a warning.
 
 This module only reads JSON; figures are drawn in `segkit.viz.arch_figures`.

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from segkit.data.nnunet_plans import resolve_configuration
 from segkit.errors import ConfigError, DataError
@@ -130,7 +130,7 @@ def add_umamba2_configuration(
     parent = resolve_configuration(plans, PARENT, source=where)
     parent_arch = parent.get("architecture")
     if not isinstance(parent_arch, Mapping) or not isinstance(parent_arch.get("arch_kwargs"), Mapping):
-        msg = f"{where}: {PARENT} has no architecture.arch_kwargs (plans older than nnU-Net 2.4?)"
+        msg = f"{where}: {PARENT} has no architecture.arch_kwargs (old-format plans: plan again with this nnU-Net)"
         raise ConfigError(msg)
     requires = parent_arch.get("_kw_requires_import") or list(KW_REQUIRES_IMPORT)
 
@@ -152,7 +152,10 @@ def add_umamba2_configuration(
     if features_per_stage is not None:
         n_stages = kw.get("n_stages")
         if not _is_int_list(features_per_stage, positive=True) or len(features_per_stage) != n_stages:
-            msg = f"{where}: features_per_stage should be {n_stages} positive integers (one per stage), got {features_per_stage!r}"
+            msg = (
+                f"{where}: features_per_stage should be {n_stages} positive integers (one per stage), "
+                f"got {features_per_stage!r}"
+            )
             raise ConfigError(msg)
         kw["features_per_stage"] = list(features_per_stage)
     kw.update(d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim)
@@ -208,7 +211,7 @@ def _normalization_keys(
         return {}  # same preprocessing: share 3d_fullres's data instead of a second copy
     identifier = plans_identifier or plans.get("plans_name")
     if not identifier:
-        msg = f"{where}: the plans have no plans_name to name the configuration's preprocessed data; pass plans_identifier"
+        msg = f"{where}: the plans have no plans_name to name the configuration's own data; pass plans_identifier"
         raise ConfigError(msg)
     return {
         "normalization_schemes": new_schemes,
@@ -261,11 +264,11 @@ def check_umamba2_configuration(plans: Mapping[str, Any], configuration: str, so
 # --- checks -----------------------------------------------------------------------------------------
 
 
-def _is_int(value: Any, *, positive: bool = False) -> bool:
+def _is_int(value: Any, *, positive: bool = False) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or not positive)
 
 
-def _is_int_list(value: Any, *, positive: bool = False) -> bool:
+def _is_int_list(value: Any, *, positive: bool = False) -> TypeGuard[list[int] | tuple[int, ...]]:
     return isinstance(value, list | tuple) and all(_is_int(v, positive=positive) for v in value)
 
 
@@ -293,7 +296,9 @@ def _total_stride(kw: Mapping[str, Any], dims: int, where: str) -> list[int]:
     for i, stride in enumerate(_per_stage(kw, "strides", n, where)):
         axes = [stride] * dims if _is_int(stride) else stride
         if not _is_int_list(axes, positive=True) or len(axes) != dims:
-            msg = f"{where}: arch_kwargs.strides[{i}] should be {dims} positive integers (one per patch axis), found {stride!r}"
+            msg = (
+                f"{where}: arch_kwargs.strides[{i}] should be {dims} positive integers (one per axis), found {stride!r}"
+            )
             raise ConfigError(msg)
         total = [t * s for t, s in zip(total, axes, strict=True)]
     return total
