@@ -356,7 +356,10 @@ def _check_structure(config: Mapping[str, Any], where: str) -> None:
             f"{where}: Mamba2 d_model*expand ({d_model}*{expand} = {d_model * expand}) is not a multiple of "
             f"headdim {headdim} (d_model is the last stage's features)"
         )
-        raise ConfigError(msg)
+        width = d_model * expand
+        fits = [h for h in (128, 96, 80, 64, 48, 40, 32, 16) if width % h == 0][:2]
+        hint = f"set backends.umamba2.headdim to {' or '.join(map(str, fits))}" if fits else None
+        raise ConfigError(msg, hint=hint)
     ngroups = kw.get("ngroups", 1)
     nheads = d_model * expand // headdim
     if not _is_int(ngroups, positive=True) or nheads % ngroups:
