@@ -107,14 +107,14 @@ def nnunet_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def tiny_trainer(cls: type, *, batch_size: int = 2, initialize: bool = True) -> Any:
-    """An nnU-Net trainer of class `cls` on `tiny_plans`, on the CPU (call `nnunet_folders` first)."""
+def tiny_trainer(cls: type, *, batch_size: int = 2, initialize: bool = True, device: str = "cpu") -> Any:
+    """An nnU-Net trainer of class `cls` on `tiny_plans`, on the CPU by default (call `nnunet_folders` first)."""
     import torch
 
     plans = tiny_plans(batch_size=batch_size)
     plans["continue_training"] = False  # what nnU-Net's get_trainer_from_args adds
     torch.manual_seed(0)
-    trainer = cls(plans, "3d_fullres", 0, copy.deepcopy(DATASET_JSON), torch.device("cpu"))
+    trainer = cls(plans, "3d_fullres", 0, copy.deepcopy(DATASET_JSON), torch.device(device))
     if initialize:
         trainer.initialize()
     return trainer

@@ -97,7 +97,8 @@ def test_full_checkpoint_without_heads_reinitialises_them(nnunet_checkpoint: tup
     assert len(report.unused) == 4  # the checkpoint's heads
     assert all(".seg_layers." in name for name in report.unused)
     for name in heads:
-        assert _same(net, fresh, name) and not _same(net, source, name), name
+        assert _same(net, fresh, name), name
+        assert not _same(net, source, name), name
     assert _same(net, source, "mamba_layer.mamba.in_proj.weight")
     assert _same(net, source, "encoder.stem.convs.0.conv.weight")
     assert "4 seg-head tensors re-initialised" in report.summary()
@@ -150,7 +151,8 @@ def test_other_class_count_keeps_heads_off_or_fails_with_them(tmp_path: Path) ->
     assert "(and 3 more)" in message
     report = load_pretrained(tiny_network(), tmp_path / "four.pth", keep_heads=False, log=lambda _: None)
     assert len(report.loaded) == report.total - 4
-    assert report.mismatched == () and len(report.unused) == 4
+    assert report.mismatched == ()
+    assert len(report.unused) == 4
 
 
 def test_other_input_channels_load_the_rest(tmp_path: Path) -> None:
@@ -259,7 +261,8 @@ def test_apply_pretrained_initialises_and_unwraps_the_trainers_network(
     fresh = tiny_trainer(nnUNetTrainer, initialize=False)
     report = apply_pretrained(fresh, path, keep_heads=True, log=lambda _: None)
     assert fresh.was_initialized
-    assert isinstance(report, PretrainedReport) and len(report.loaded) == report.total
+    assert isinstance(report, PretrainedReport)
+    assert len(report.loaded) == report.total
     assert _same(fresh.network, source, "decoder.seg_layers.0.weight")
     # The optimizer built by initialize() still holds the (loaded-in-place) parameters.
     held = {id(p) for group in fresh.optimizer.param_groups for p in group["params"]}
@@ -270,4 +273,3 @@ def test_apply_pretrained_initialises_and_unwraps_the_trainers_network(
     report = apply_pretrained(compiled, path, keep_heads=False, log=lambda _: None)
     assert len(report.skipped_heads) == 4
     assert _same(compiled.network._orig_mod, source, "mamba_layer.mamba.A_log")
-

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -343,3 +344,20 @@ def test_settings_are_logged_and_checked_at_training_start(tmp_path: Path, monke
     late.accumulation_steps = 0  # as derive_trainer's overrides would set it, after the constructor
     with pytest.raises(ValueError, match="accumulation_steps"):
         late.on_train_start()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_accumulation_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net's CUDA path: autocast and its GradScaler (unscale, clip, step, update) every second micro-batch."""
+    nnunet_folders(tmp_path, monkeypatch)
+    trainer = tiny_trainer(_Accum2, device="cuda")
+    assert trainer.grad_scaler is not None
+    trainer.num_iterations_per_epoch = 3
+    calls = _steps_of(trainer)
+    trainer.on_train_epoch_start()
+    losses = [float(trainer.train_step(fake_batch(seed=i))["loss"]) for i in range(3)]
+    assert calls == [2, 3]
+    assert all(np.isfinite(losses))
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.network.parameters())
+    assert all(p.grad is None for p in trainer.network.parameters())

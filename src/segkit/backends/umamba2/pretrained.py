@@ -96,9 +96,9 @@ def _safe_globals() -> list[Any]:
     import numpy as np
 
     try:
-        from numpy._core.multiarray import scalar  # type: ignore[attr-defined]
+        from numpy._core.multiarray import scalar
     except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import scalar  # type: ignore[attr-defined,no-redef]
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
     dtypes = [type(np.dtype(t)) for t in (np.float32, np.float64, np.int64)]
     return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
 
