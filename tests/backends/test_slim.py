@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -285,17 +286,21 @@ def test_nnunet_predictor_predicts_the_same_from_a_slim_checkpoint_of_a_real_tra
     trainer.optimizer.step()
     trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     model = Path(trainer.output_folder_base)
-    (model / "plans.json").write_text(__import__("json").dumps(plans))
-    (model / "dataset.json").write_text(__import__("json").dumps(DATASET_JSON))
+    (model / "plans.json").write_text(json.dumps(plans))
+    (model / "dataset.json").write_text(json.dumps(DATASET_JSON))
     trainer.save_checkpoint(str(model / "fold_0" / "checkpoint_final.pth"))
 
     slim_model(model, output=tmp_path / "slim")
     image = np.random.default_rng(0).normal(size=(4, 20, 18, 16)).astype(np.float32)
-    labels = []
+    results = []
     for folder in (model, tmp_path / "slim"):
         predictor = nnUNetPredictor(tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"), allow_tqdm=False)
         predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
         assert predictor.allowed_mirroring_axes == (0, 1, 2)
-        labels.append(predictor.predict_single_npy_array(image, {"spacing": [1.0, 1.0, 1.0]}))
-    assert labels[0].shape == (20, 18, 16)
-    assert np.array_equal(labels[0], labels[1])
+        results.append(
+            predictor.predict_single_npy_array(image, {"spacing": [1.0, 1.0, 1.0]}, save_or_return_probabilities=True)
+        )
+    (full_labels, full_probabilities), (slim_labels, slim_probabilities) = results
+    assert full_labels.shape == (20, 18, 16)
+    assert np.array_equal(full_labels, slim_labels)
+    assert np.array_equal(full_probabilities, slim_probabilities)  # bit-identical, not merely the same argmax
