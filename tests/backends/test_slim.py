@@ -1,4 +1,4 @@
-"""`segkit.backends.nnunet.slim`: weights-only checkpoints that nnU-Net's predictor accepts and that predict the same."""
+"""`segkit.backends.nnunet.slim`: weights-only checkpoints that nnU-Net's predictor accepts and that predict alike."""
 
 from __future__ import annotations
 
@@ -204,7 +204,9 @@ def _break(model: Path, kind: str) -> Path:
     elif kind == "not-nnunet":
         torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
     else:
-        checkpoint = full_checkpoint(torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=False)["init_args"]["plans"])
+        checkpoint = full_checkpoint(
+            torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=False)["init_args"]["plans"]
+        )
         checkpoint["init_args"]["device"] = Exotic()
         torch.save(checkpoint, path)
     return path
@@ -294,8 +296,12 @@ def test_nnunet_predictor_predicts_the_same_from_a_slim_checkpoint_of_a_real_tra
     image = np.random.default_rng(0).normal(size=(4, 20, 18, 16)).astype(np.float32)
     results = []
     for folder in (model, tmp_path / "slim"):
-        predictor = nnUNetPredictor(tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"), allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
+        predictor = nnUNetPredictor(
+            tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"), allow_tqdm=False
+        )
+        predictor.initialize_from_trained_model_folder(
+            str(folder), use_folds=(0,), checkpoint_name="checkpoint_final.pth"
+        )
         assert predictor.allowed_mirroring_axes == (0, 1, 2)
         results.append(
             predictor.predict_single_npy_array(image, {"spacing": [1.0, 1.0, 1.0]}, save_or_return_probabilities=True)

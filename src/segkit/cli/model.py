@@ -36,7 +36,7 @@ def slim(
         typer.Option(
             "--output",
             "-o",
-            help="Write a slim copy of the model folder here (must not exist or be empty) instead of slimming in place.",
+            help="Write a slim copy of the model folder here (must not exist or be empty) instead of in place.",
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --output folder.")] = False,

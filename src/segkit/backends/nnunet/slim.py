@@ -390,5 +390,7 @@ def _slim_copy(model_dir: Path, output: Path, sources: list[Path]) -> SlimReport
                 size = item.size_before
             else:
                 size = _save(item.slim, staged, source=item.source)
-            files.append(SlimFile(item.source, output / fold / item.source.name, item.size_before, size, item.slim is None))
+            files.append(
+                SlimFile(item.source, output / fold / item.source.name, item.size_before, size, item.slim is None)
+            )
     return SlimReport(model_dir, output, tuple(files))
