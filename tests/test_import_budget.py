@@ -26,6 +26,8 @@ def _loaded_after(code: str) -> list[str]:
         "segkit.backends.registry",
         "segkit.backends.nnunet",
         "segkit.backends.monai_bundle",
+        "segkit.backends.nnunet.slim",
+        "segkit.cli.model",
         "segkit.data.check",
         # viz: rendering, plans reading and statistics are numpy/JSON only; dash and matplotlib load on use
         "segkit.cli.viz",
@@ -59,6 +61,7 @@ def test_module_import_stays_light(module: str) -> None:
         ["viz", "app", "--help"],
         ["viz", "arch", "--help"],
         ["data", "stats", "--help"],
+        ["model", "slim", "--help"],
     ],
     ids=" ".join,
 )

@@ -174,6 +174,33 @@ def test_predict_writes_a_missing_derived_trainer_module(trained: Path, tmp_path
     assert len(result.files) == 2
 
 
+def test_a_slim_copy_predicts_exactly_what_the_full_model_predicts(trained: Path, tmp_path: Path) -> None:
+    """`segkit model slim -o`: weights-only checkpoints, a model folder that stands alone, the same label maps."""
+    import torch
+
+    from segkit.backends.nnunet.slim import slim_model
+
+    flags = {"infer.input": [trained / "validation_data"], "infer.save_probabilities": True}
+    (full,) = api.predict(config(trained, **flags, **{"infer.output": tmp_path / "full"}))
+    manifest = json.loads((tmp_path / "full" / "segkit_predict.json").read_text())
+    model = trained / "res" / "Dataset501_BraTSPostTx" / manifest["model"]
+    slim_results = tmp_path / "slim_results"  # no segkit_trainers/ folder: predict writes the trainer module
+    report = slim_model(model, output=slim_results / model.parent.name / model.name)
+    (final,) = [f for f in report.files if f.source.name == "checkpoint_final.pth"]
+    assert final.size_after < 0.6 * final.size_before
+    assert "optimizer_state" not in torch.load(final.target, weights_only=True)
+    (slim,) = api.predict(
+        config(trained, **flags, **{"nnunet.results": slim_results, "infer.output": tmp_path / "slim"})
+    )
+    assert sorted(p.name for p in slim.files) == sorted(p.name for p in full.files)
+    for path in full.files:
+        assert np.array_equal(read_volume(path).data, read_volume(tmp_path / "slim" / path.name).data), path.name
+        # bit-identical probabilities, so the equality above is not that of two constant label maps
+        case = path.name.removesuffix(".nii.gz")
+        with np.load(tmp_path / "full" / f"{case}.npz") as a, np.load(tmp_path / "slim" / f"{case}.npz") as b:
+            assert np.array_equal(a["probabilities"], b["probabilities"]), case
+
+
 TINY_TRAINER = """
 from pathlib import Path
 

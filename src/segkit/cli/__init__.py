@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "data": ("segkit.cli.data", "Stage data: synthesise, check, export to nnU-Net, write folds."),
     "config": ("segkit.cli.config_cmd", "Inspect run configs: JSON schema and resolved values."),
+    "model": ("segkit.cli.model", "Manage trained models (slim checkpoints)."),
     "viz": (
         "segkit.cli.viz",
         "Look at the data: static panels, GIFs, an interactive viewer, cohort statistics, network figures.",
