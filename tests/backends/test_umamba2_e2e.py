@@ -75,7 +75,7 @@ def model_dir(root: Path) -> Path:
 
 
 def labels(folder: Path) -> dict[str, np.ndarray]:
-    return {p.name: read_volume(p)[0] for p in sorted(folder.glob("*.nii.gz"))}
+    return {p.name: read_volume(p).data for p in sorted(folder.glob("*.nii.gz"))}
 
 
 def test_trained_with_accumulation_and_predicts_on_the_input_grid(trained: Path) -> None:
@@ -89,7 +89,7 @@ def test_trained_with_accumulation_and_predicts_on_the_input_grid(trained: Path)
     assert len(predicted) == 2
     for case in sorted((trained / "validation_data").iterdir()):
         if case.is_dir():
-            image, _ = read_volume(next(case.glob("*-t1n.nii.gz")))
+            image = read_volume(next(case.glob("*-t1n.nii.gz"))).data
             assert predicted[f"{case.name}.nii.gz"].shape == image.shape
 
 
