@@ -276,7 +276,14 @@ def train(
             trainer.initialize()
         load_pretrained(trainer, payload["pretrained_weights"], payload, emit)
     else:
-        maybe_load_checkpoint(trainer, payload["continue_training"], False, None)
+        try:
+            maybe_load_checkpoint(trainer, payload["continue_training"], False, None)
+        except KeyError as err:
+            # `segkit model slim` keeps only what prediction needs: no optimizer state to resume from
+            msg = f"{resumed_from}: cannot resume from it, it has no {err.args[0]} (a slim checkpoint?)"
+            raise BackendError(
+                msg, hint="start a new training from its weights with --pretrained-weights (and --overwrite)"
+            ) from err
     if resumed_from:
         emit("resumed", checkpoint=resumed_from, epoch=int(trainer.current_epoch))
     _hook_progress(trainer, emit)
