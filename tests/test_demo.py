@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segkit.config.models import DemoConfig
-from segkit.demo import DEMO_MARKER, FAST, recipe_of
+from segkit.demo import DEMO_MARKER, FAST, UMAMBA2_FAST, UMAMBA2_FULL, recipe_of
 
 
 @pytest.mark.slow
@@ -66,3 +66,24 @@ def test_api_does_not_import_the_demo() -> None:
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert "segkit.demo" not in imported
     assert not hasattr(segkit.api, "demo")
+
+
+@pytest.mark.slow
+def test_fast_umamba2_demo_plans_trains_and_predicts(run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--backend", "umamba2", "--fast", "--device", "cpu", "--output-dir", out, "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    steps = list(data["seconds"])
+    assert steps[3:5] == ["plan and preprocess (nnU-Net)", "train UMamba2 fold 0"]
+    assert "nnUNetTrainerUMamba2" in data["paths"]["model"]
+    assert len(list((out / "predictions").glob("*.nii.gz"))) == UMAMBA2_FAST.test_cases
+    assert set(data["regions"]) == {"WT", "TC", "NETC", "SNFH", "ET", "RC"}
+
+
+def test_umamba2_recipe() -> None:
+    recipe = recipe_of(DemoConfig(backend="umamba2"))
+    assert recipe == UMAMBA2_FULL
+    assert recipe_of(DemoConfig(backend="umamba2", epochs=3, cases=6)).epochs == 3
+    fast = recipe_of(DemoConfig(backend="umamba2", fast=True))
+    assert (fast.epochs, fast.iterations_per_epoch, fast.shape) == (1, 2, 32)

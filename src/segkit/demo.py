@@ -40,10 +40,11 @@ T = TypeVar("T")
 # UMamba2's schedule, chosen by measurement against the demo's target (at most 10 minutes on two CPU
 # cores, held-out whole-tumour Dice of at least 0.7; docs/benchmarks.md): nnU-Net's planner gives the
 # 48^3 cohort 4 stages; a narrow network keeps an iteration cheap on a CPU.
-UMAMBA2_EPOCHS = 20
-UMAMBA2_ITERATIONS = 25
+UMAMBA2_EPOCHS = 10
+UMAMBA2_ITERATIONS = 30
 UMAMBA2_FEATURES = (16, 32, 64, 128)
 UMAMBA2_HEADDIM = 32
+UMAMBA2_BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def _umamba2_flags(recipe: DemoRecipe) -> dict[str, Any]:
         "backends.umamba2.planner": "resenc-m",
         "backends.umamba2.features_per_stage": list(recipe.features_per_stage),
         "backends.umamba2.headdim": UMAMBA2_HEADDIM,
+        "backends.umamba2.batch_size": UMAMBA2_BATCH,
         "backends.umamba2.epochs": recipe.epochs,
         "backends.umamba2.iterations_per_epoch": recipe.iterations_per_epoch,
         "backends.umamba2.final_validation": False,

@@ -21,7 +21,7 @@ from segkit.errors import SegkitError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
         "segkit.cli.demo",
-        "Synthesise a cohort, train MONAI on it, predict held-out cases, score them and draw them.",
+        "Synthesise a cohort, train MONAI (or UMamba2) on it, predict held-out cases, score them and draw them.",
     ),
     "train": (
         "segkit.cli.train",
