@@ -533,6 +533,7 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
     """
     from segkit.evaluation.reports import EvalResult, ReportPaths, UnscoredReferencesError, summary, write_reports
     from segkit.evaluation.run import evaluate_folders
+    from segkit.evaluation.settings import validate_settings
     from segkit.io import output_dirs
 
     cfg = config.eval
@@ -546,7 +547,9 @@ def evaluate(config: SegkitConfig, *, progress: ProgressSink | None = None) -> E
         nnunet=cfg.nnunet_output,
         combined=cfg.combined_output,
         figure=cfg.figure,
+        protocols=tuple(dict.fromkeys(cfg.protocol)),
     )
+    validate_settings(cfg)
     # Fail before the (long) scoring when a report cannot be written; a failed run leaves no empty folder.
     paths.check(Path(cfg.gt), Path(cfg.pred), overwrite=cfg.overwrite)
     with output_dirs({paths.lesion.parent, paths.nnunet.parent, paths.combined.parent, paths.csv.parent}):

@@ -20,6 +20,11 @@ def _number(token: str) -> bool:
     return True
 
 
+def _protocol(token: str) -> bool:
+    """A lesion-wise protocol name looks like ``brats2025``: letters then a year (so GT PRED paths survive)."""
+    return len(token) > 4 and token[-4:].isdigit() and token[:-4].isalpha()
+
+
 def _fold(token: str) -> bool:
     return token == "all" or token.isdigit()
 
@@ -32,6 +37,7 @@ MULTI_VALUE_OPTIONS: dict[str, Callable[[str], bool]] = {
     "-i": _any,
     "--configurations": _any,
     "--labels": _number,
+    "--protocol": _protocol,
     "--indices": _number,
     "--fold": _fold,
     "-f": _fold,

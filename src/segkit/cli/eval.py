@@ -1,4 +1,4 @@
-"""``segkit eval``: BraTS 2024 lesion-wise metrics and nnU-Net voxel metrics of a prediction folder."""
+"""``segkit eval``: BraTS lesion-wise metrics (one or more protocols) and nnU-Net voxel metrics."""
 
 from __future__ import annotations
 
@@ -45,7 +45,21 @@ def eval_cmd(
     hd95_penalty: Annotated[
         str | None, typer.Option("--hd95-penalty", help=_d(EvalConfig, "hd95_penalty"), metavar="auto|MM")
     ] = None,
-    protocol: Annotated[str | None, typer.Option("--protocol", help=_d(EvalConfig, "protocol"))] = None,
+    protocol: Annotated[
+        list[str] | None,
+        typer.Option("--protocol", help=_d(EvalConfig, "protocol"), metavar="NAME...", show_default=False),
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help=_d(EvalConfig, "task"), show_default=False)] = None,
+    nsd_tolerance: Annotated[
+        str | None, typer.Option("--nsd-tolerance", help=_d(EvalConfig, "nsd_tolerance"), metavar="auto|MM")
+    ] = None,
+    vol_threshold: Annotated[
+        float | None, typer.Option("--vol-threshold", help=_d(EvalConfig, "vol_threshold"), show_default=False)
+    ] = None,
+    overlap_threshold: Annotated[
+        float | None,
+        typer.Option("--overlap-threshold", help=_d(EvalConfig, "overlap_threshold"), show_default=False),
+    ] = None,
     skip_nnunet: Annotated[bool | None, typer.Option("--skip-nnunet", help=_d(EvalConfig, "skip_nnunet"))] = None,
     nnunet_cmd: Annotated[str | None, typer.Option("--nnunet-cmd", help=_d(EvalConfig, "nnunet_cmd"))] = None,
     lesion_output: Annotated[
@@ -72,10 +86,13 @@ def eval_cmd(
     sets: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Score predictions like the official BraTS 2024 scorer, plus nnU-Net voxel metrics.
+    """Score predictions like the official BraTS scorers (2024, 2025), plus nnU-Net voxel metrics.
 
-    Writes lesion_metrics.json, nnunet_metrics.json, full_metrics.json, per_case.csv and a PNG figure,
-    never inside GT or PRED; an earlier run's reports are replaced only with --overwrite.
+    --protocol brats2024 (default) is the official 2024 GLI scorer; brats2025 is brats-evaluation 0.0.10 on
+    panoptica (--task gli|mets|ped|MenRT|MenPre|GoAT). Several protocols score each file decoded once, and
+    each writes its lesion report (lesion_metrics.json, then lesion_metrics_<protocol>.json). Also writes
+    nnunet_metrics.json, full_metrics.json, per_case.csv and a PNG figure, never inside GT or PRED; an earlier
+    run's reports are replaced only with --overwrite.
 
     Every reference case counts. A prediction that is missing or cannot be used (unreadable, truncated,
     other grid, NaN, non-integer or out-of-range labels, duplicate ids) is scored as an empty prediction,
@@ -96,7 +113,11 @@ def eval_cmd(
         eval__labels=labels or None,
         eval__omit_aggregates=omit_aggregates,
         eval__hd95_penalty=hd95_penalty,
-        eval__protocol=protocol,
+        eval__protocol=protocol or None,
+        eval__task=task,
+        eval__nsd_tolerance=nsd_tolerance,
+        eval__vol_threshold=vol_threshold,
+        eval__overlap_threshold=overlap_threshold,
         eval__skip_nnunet=skip_nnunet,
         eval__nnunet_cmd=nnunet_cmd,
         eval__lesion_output=lesion_output,
@@ -133,29 +154,14 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def render_summary(summary: dict[str, Any]) -> None:
     """Print the summary table of an evaluation (also used by ``segkit infer --run-evaluation``)."""
-    from segkit.evaluation.reports import voxel_key
-
     console = stdout()
-    lesion = summary["lesion"]
     voxel = summary["voxel"]["mean"]
     counts = summary["cases"]
-    table = Table(title=f"lesion-wise metrics ({counts['scored']} cases; mean ± std)")
-    for column in ("region", "LW Dice", "LW HD95 (mm)", "legacy Dice", "legacy HD95", "TP", "FP", "FN", "voxel Dice"):
-        table.add_column(column, justify="left" if column == "region" else "right")
-    for region, stats in lesion.items():
-        dice, hd = stats["LesionWise_Score_Dice"], stats["LesionWise_Score_HD95"]
-        n = dice["n"]
-        key = voxel_key(region)
-        table.add_row(
-            region,
-            f"{_fmt(dice['mean'])}±{_fmt(dice['std'], 3)}",
-            f"{_fmt(hd['mean'], 1)}±{_fmt(hd['std'], 1)}",
-            _fmt(stats["Legacy_Dice"]["mean"]),
-            _fmt(stats["Legacy_HD95"]["mean"], 2),
-            *(f"{stats[k]['mean'] * n:.0f}" if n else "-" for k in ("Num_TP", "Num_FP", "Num_FN")),
-            _fmt(voxel[key]["Dice"]) if key in voxel else "-",
-        )
-    console.print(table)
+    names = summary.get("protocols") or ["brats2024"]
+    by_protocol = {names[0]: summary["lesion"], **summary.get("lesion_by_protocol", {})}
+    region_labels = summary.get("region_labels", {})
+    for name in names:
+        _render_protocol(console, name, by_protocol[name], voxel, counts["scored"], region_labels.get(name, {}))
     penalty = ", ".join(f"{value} mm ({why})" for value, why in summary["hd95_penalty"]["used"].items()) or "-"
     console.print(
         f"{counts['scored']} of {counts['reference']} reference cases scored "
@@ -176,6 +182,33 @@ def render_summary(summary: dict[str, Any]) -> None:
     outputs = summary["outputs"] or {}
     if outputs.get("full_metrics"):
         console.print(f"reports: {relpath(Path(outputs['full_metrics']).parent)}")
+
+
+def _render_protocol(
+    console: Any, name: str, lesion: dict[str, Any], voxel: dict[str, Any], scored: int, labels: dict[str, list[int]]
+) -> None:
+    """One table: the protocol's console columns (means ± std; counts as sums over cases)."""
+    from segkit.metrics.protocols import PROTOCOLS
+
+    columns = PROTOCOLS[name].console
+    table = Table(title=f"{name} lesion-wise metrics ({scored} cases; mean ± std)")
+    for column in ("region", *(title for title, _, _ in columns), "voxel Dice"):
+        table.add_column(column, justify="left" if column == "region" else "right")
+    for region, stats in lesion.items():
+        cells = []
+        for _, stem, digits in columns:
+            value = stats[stem]
+            if digits == 0:
+                cells.append(f"{value['mean'] * value['n']:.0f}" if value["n"] else "-")
+            elif digits >= 3:
+                cells.append(f"{_fmt(value['mean'], digits)}±{_fmt(value['std'], 3)}")
+            else:
+                cells.append(_fmt(value["mean"], digits))
+        values = labels.get(region, [])
+        key = str(values[0]) if len(values) == 1 else str(tuple(values))
+        cells.append(_fmt(voxel[key]["Dice"]) if values and key in voxel else "-")
+        table.add_row(region, *cells)
+    console.print(table)
 
 
 def _escape(text: str) -> str:

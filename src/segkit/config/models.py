@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationInfo
 
 from segkit.conventions import OVERLAY_ALPHA, WINDOW_PERCENTILES
 
@@ -351,6 +351,11 @@ class VizConfig(Strict):
     arch: VizArchConfig = Field(default_factory=VizArchConfig, description="`segkit viz arch`.")
 
 
+def _one_or_more(value: Any) -> Any:
+    """A single name (the form of configs before several protocols) as a one-item list."""
+    return [value] if isinstance(value, str) else value
+
+
 class EvalConfig(Strict):
     """`segkit eval`: lesion-wise BraTS metrics and nnU-Net voxel metrics of a prediction folder."""
 
@@ -371,8 +376,26 @@ class EvalConfig(Strict):
         None,
         description="Manifest: inputs, settings, timing, both summaries (default: <output-dir>/full_metrics.json).",
     )
-    protocol: Literal["brats2024"] = Field(
-        "brats2024", description="Lesion-wise protocol (the official BraTS 2024 GLI scorer)."
+    protocol: Annotated[list[str], BeforeValidator(_one_or_more)] = Field(
+        ["brats2024"],
+        min_length=1,
+        description="Lesion-wise protocol(s), each file decoded once for all: brats2024 (the official BraTS 2024 "
+        "GLI scorer), brats2025 (BraTS 2025 brats-evaluation/panoptica). A single name in old configs still loads.",
+    )
+    task: str = Field(
+        "gli",
+        description="brats2025 config: gli, mets, ped, MenRT, MenPre or GoAT (the package's bundled configs).",
+    )
+    nsd_tolerance: Literal["auto"] | Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        "auto", description="brats2025 lesion NSD tolerance in mm: auto = the smallest voxel size (the package's)."
+    )
+    vol_threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="brats2025: the METs parser's small-lesion volume (mm³): adds small/large-lesion columns and "
+        "takes the lesion-wise means over the large lesions (needs --overlap-threshold).",
+    )
+    overlap_threshold: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="brats2025: DSC a lesion needs to count as detected in the small/large-lesion columns."
     )
     labels: list[Annotated[int, Field(ge=1, le=4)]] = Field(
         [1, 2, 3, 4], min_length=1, description="Labels to score as regions (1 NETC, 2 SNFH, 3 ET, 4 RC)."

@@ -18,9 +18,9 @@ import numpy as np
 from segkit.conventions import MAX_LABEL
 from segkit.errors import DataError
 from segkit.evaluation.matching import CasePair
-from segkit.evaluation.settings import penalty_of, regions_of, voxel_keys_of
+from segkit.evaluation.settings import protocol_regions, protocols_of, voxel_keys_of
 from segkit.io import Volume, as_labels, grid_mismatch, read_labels, read_volume
-from segkit.metrics.lesionwise import PROTOCOLS, CaseLesionScores, auto_penalty, score_case
+from segkit.metrics.protocols import ProtocolScores
 from segkit.metrics.voxel import voxel_metrics
 
 if TYPE_CHECKING:
@@ -42,9 +42,10 @@ class CaseResult:
         reason: One line saying what is wrong, for ``unusable_prediction`` and ``error``.
         shape: Voxels along X, Y, Z.
         spacing: Voxel size (mm) used for distances and volumes (the prediction's, as in the reference).
-        penalty: HD95 penalty used (mm).
+        penalty: HD95 penalty used (mm) by a protocol that has one (brats2024), else None.
         penalty_rule: Why that penalty (``"explicit"``, ``"182x218x182 1 mm grid"``, ``"volume diagonal"``, ...).
-        lesion: Lesion-wise scores.
+        scores: Protocol name -> its lesion-wise scores, in the order of the chosen protocols.
+        labels_present: Labels (> 0) that occur in the reference.
         voxel: nnU-Net-style voxel metrics by key.
         seconds: Wall time per stage (``load``, ``lesion``, ``voxel``, ``total``).
     """
@@ -58,9 +59,15 @@ class CaseResult:
     spacing: tuple[float, float, float] | None = None
     penalty: float | None = None
     penalty_rule: str | None = None
-    lesion: CaseLesionScores | None = None
+    scores: dict[str, ProtocolScores] = field(default_factory=dict)
+    labels_present: tuple[int, ...] = ()
     voxel: dict[str, dict[str, Any]] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lesion(self) -> ProtocolScores | None:
+        """Scores of the first chosen protocol (None when not scored)."""
+        return next(iter(self.scores.values()), None)
 
     @property
     def scored(self) -> bool:
@@ -119,14 +126,16 @@ def evaluate_case(pair: CasePair, settings: EvalConfig) -> CaseResult:
     loaded = time.perf_counter()
     result.shape = (int(gt.shape[0]), int(gt.shape[1]), int(gt.shape[2]))
     result.spacing = spacing
-    penalty = penalty_of(settings)
-    if penalty is None:
-        result.penalty, result.penalty_rule = auto_penalty(gt.shape, spacing)
-    else:
-        result.penalty, result.penalty_rule = penalty, "explicit"
-    protocol = PROTOCOLS[settings.protocol]
-    regions = regions_of(settings)
-    result.lesion = score_case(gt, pred, spacing, penalty=result.penalty, protocol=protocol, regions=regions)
+    result.labels_present = tuple(int(v) for v in np.flatnonzero(np.bincount(gt.ravel(order="K")))[1:])
+    missing = result.status != "ok"
+    for protocol in protocols_of(settings):
+        # Each protocol scores the arrays decoded once above.
+        scores = protocol.score(
+            gt, pred, spacing, settings, protocol_regions(settings, protocol), missing_prediction=missing
+        )
+        result.scores[protocol.name] = scores
+        if "hd95_penalty" in scores.info:
+            result.penalty, result.penalty_rule = scores.info["hd95_penalty"], scores.info["penalty_rule"]
     scored = time.perf_counter()
     result.voxel = voxel_metrics(gt, pred, voxel_keys_of(settings), n_labels=MAX_LABEL + 1)
     end = time.perf_counter()

@@ -1,12 +1,13 @@
 """The reports of an evaluation: three JSON files, a per-case CSV and a figure, all written atomically.
 
-* ``lesion_metrics.json``: the lesion-wise results: per case the ten official keys per region and the
-  per-lesion table, and per region and key the mean, median, min, max and std over cases.
+* ``lesion_metrics.json``: the lesion-wise results of the (first) protocol: per case its keys per region
+  and its per-lesion table, and per region and table column the mean, median, min, max and std over
+  cases; each further protocol of ``--protocol`` writes ``lesion_metrics_<protocol>.json`` beside it.
 * ``nnunet_metrics.json``: voxel metrics in the layout of nnU-Net's ``summary.json``.
 * ``full_metrics.json``: the manifest: inputs, protocol, penalty, segkit version, timing, warnings,
   missing/extra/failed cases, the nnU-Net cross-check and summaries of both metric sets.
-* ``per_case.csv``: one row per case, the official lesion-wise keys per region and voxel Dice.
-* ``lesion_metrics.png``: per-region lesion-wise Dice and HD95 across cases.
+* ``per_case.csv``: one row per case, every protocol's per-case table columns and voxel Dice.
+* ``lesion_metrics.png``: per protocol and region, lesion-wise Dice and HD95 across cases.
 
 Every file is rendered in memory first and only then written (each through a temporary file renamed
 into place), so a failure while building the reports leaves the previous reports untouched. Reports of
@@ -31,7 +32,8 @@ from segkit.conventions import REGIONS
 from segkit.errors import ConfigError, DataError, OutputError
 from segkit.evaluation.run import Evaluation
 from segkit.io import atomic_path, json_text, refuse_inside, write_text
-from segkit.metrics.lesionwise import OFFICIAL_KEYS, summary_statistics
+from segkit.metrics.lesionwise import summary_statistics
+from segkit.metrics.protocols import PROTOCOLS, Protocol
 from segkit.metrics.voxel import nnunet_summary
 
 DEFAULT_NAMES = {
@@ -57,6 +59,8 @@ class ReportPaths:
     combined: Path
     csv: Path
     figure: Path | None
+    more_lesion: tuple[tuple[str, Path], ...] = ()
+    """(protocol, path) of the lesion reports of the protocols after the first."""
 
     @classmethod
     def in_folder(
@@ -67,12 +71,19 @@ class ReportPaths:
         nnunet: Path | None = None,
         combined: Path | None = None,
         figure: bool = True,
+        protocols: tuple[str, ...] = (),
     ) -> ReportPaths:
-        """Default file names in `folder`, with optional overrides for the three JSON files."""
+        """Default file names in `folder`, with optional overrides for the three JSON files.
+
+        `protocols` after the first get ``<lesion report stem>_<protocol>.json`` beside the lesion report.
+        """
         folder = Path(folder)
+        lesion_path = Path(lesion) if lesion else folder / DEFAULT_NAMES["lesion"]
+        more = tuple((name, lesion_path.with_name(f"{lesion_path.stem}_{name}.json")) for name in protocols[1:])
         return cls(
             folder=folder,
-            lesion=Path(lesion) if lesion else folder / DEFAULT_NAMES["lesion"],
+            more_lesion=more,
+            lesion=lesion_path,
             nnunet=Path(nnunet) if nnunet else folder / DEFAULT_NAMES["nnunet"],
             combined=Path(combined) if combined else folder / DEFAULT_NAMES["combined"],
             csv=folder / DEFAULT_NAMES["csv"],
@@ -83,6 +94,7 @@ class ReportPaths:
         """JSON-ready form."""
         return {
             "lesion_metrics": str(self.lesion),
+            **{f"lesion_metrics_{name}": str(path) for name, path in self.more_lesion},
             "nnunet_metrics": str(self.nnunet),
             "full_metrics": str(self.combined),
             "per_case_csv": str(self.csv),
@@ -91,12 +103,14 @@ class ReportPaths:
 
     def files(self) -> list[Path]:
         """Every report file of this set, the manifest last."""
-        paths = [self.lesion, self.nnunet, self.csv, self.figure, self.combined]
+        paths = [self.lesion, *(p for _, p in self.more_lesion), self.nnunet, self.csv, self.figure, self.combined]
         return [p for p in paths if p is not None]
 
     def earlier(self) -> list[Path]:
         """Reports of an earlier run that this set would replace: its own paths and the default names in `folder`."""
         candidates = [*self.files(), *(self.folder / name for name in DEFAULT_NAMES.values())]
+        stem = Path(DEFAULT_NAMES["lesion"]).stem
+        candidates += sorted(self.folder.glob(f"{stem}_*.json")) if self.folder.is_dir() else []
         found: dict[Path, Path] = {}
         for path in candidates:
             if path.is_file() or path.is_symlink():
@@ -142,18 +156,29 @@ def _penalty_setting(evaluation: Evaluation) -> dict[str, Any]:
     return {"setting": penalty if penalty == "auto" else float(penalty), "used": evaluation.penalties()}
 
 
-def lesion_summary(evaluation: Evaluation) -> dict[str, dict[str, dict[str, float]]]:
-    """Per region and official key: mean, median, min, max, std (ddof=1) and n over the scored cases."""
-    regions = evaluation.regions
-    scored = [c.lesion for c in evaluation.scored if c.lesion is not None]
+def _protocol(evaluation: Evaluation, protocol: Protocol | None) -> Protocol:
+    return evaluation.protocols[0] if protocol is None else protocol
+
+
+def lesion_summary(evaluation: Evaluation, protocol: Protocol | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Per region and table column stem of `protocol` (default: the first): mean, median, min, max, std, n."""
+    proto = _protocol(evaluation, protocol)
+    tables = [c.scores[proto.name].table for c in evaluation.scored if proto.name in c.scores]
     return {
-        region: {key: summary_statistics([float(s.regions[region][key]) for s in scored]) for key in OFFICIAL_KEYS}
-        for region in regions
+        region: {
+            stem: summary_statistics([float(t[proto.column(stem, region)]) for t in tables]) for stem in proto.stems()
+        }
+        for region in evaluation.regions_for(proto)
     }
 
 
-def lesion_report(evaluation: Evaluation) -> dict[str, Any]:
-    """Contents of ``lesion_metrics.json``."""
+def _options(evaluation: Evaluation, protocol: Protocol) -> dict[str, Any]:
+    return {name: getattr(evaluation.settings, name) for name in protocol.options if name != "hd95_penalty"}
+
+
+def lesion_report(evaluation: Evaluation, protocol: Protocol | None = None) -> dict[str, Any]:
+    """Contents of the lesion report of `protocol` (default: the first, ``lesion_metrics.json``)."""
+    proto = _protocol(evaluation, protocol)
     cases: dict[str, Any] = {}
     for case in evaluation.cases:
         entry: dict[str, Any] = {
@@ -163,18 +188,24 @@ def lesion_report(evaluation: Evaluation) -> dict[str, Any]:
         }
         if case.reason is not None:
             entry["reason"] = case.reason
-        if case.lesion is not None:
+        scores = case.scores.get(proto.name)
+        if scores is not None:
             entry["shape"] = list(case.shape or ())
             entry["spacing_mm"] = list(case.spacing or ())
-            entry["hd95_penalty"] = case.penalty
-            entry["metrics"] = case.lesion.regions
-            entry["lesions"] = [row.to_dict() for row in case.lesion.lesions]
+            report = dict(scores.report)
+            if "hd95_penalty" in report:
+                entry["hd95_penalty"] = report.pop("hd95_penalty")
+            entry["metrics"] = scores.regions
+            entry.update(report)
+            if proto.report_table:
+                entry["table"] = scores.table
         cases[case.case_id] = entry
-    return {
-        "protocol": evaluation.settings.protocol,
-        "regions": list(evaluation.regions),
-        "hd95_penalty": _penalty_setting(evaluation),
-        "summary": lesion_summary(evaluation),
+    out: dict[str, Any] = {"protocol": proto.name, "regions": list(evaluation.regions_for(proto))}
+    if "hd95_penalty" in proto.options:
+        out["hd95_penalty"] = _penalty_setting(evaluation)
+    out.update(_options(evaluation, proto))
+    return out | {
+        "summary": lesion_summary(evaluation, proto),
         "cases": cases,
         "missing_predictions": list(evaluation.matching.missing),
         "unusable_predictions": evaluation.unusable,
@@ -207,20 +238,21 @@ def key_name(key: str) -> str:
 
 def csv_text(evaluation: Evaluation) -> str:
     """Contents of ``per_case.csv``: one row per case (failed cases with their reason)."""
-    regions = evaluation.regions
     keys = voxel_keys(evaluation)
-    header = ["case", "status", "hd95_penalty"]
-    header += [f"{region}_{key}" for region in regions for key in OFFICIAL_KEYS]
+    columns = [c for p in evaluation.protocols for c in p.columns(evaluation.regions_for(p))]
+    penalty = any("hd95_penalty" in p.options for p in evaluation.protocols)
+    header = ["case", "status", *(["hd95_penalty"] if penalty else []), *columns]
     header += [f"voxel_Dice_{key_name(k)}" for k in keys]
     header += ["seconds", "reason"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for case in evaluation.cases:
-        row: list[Any] = [case.case_id, case.status, case.penalty if case.penalty is not None else ""]
-        for region in regions:
-            for key in OFFICIAL_KEYS:
-                row.append(case.lesion.regions[region][key] if case.lesion else "")
+        row: list[Any] = [case.case_id, case.status]
+        if penalty:
+            row.append(case.penalty if case.penalty is not None else "")
+        table = {k: v for scores in case.scores.values() for k, v in scores.table.items()}
+        row += [table.get(column, "") for column in columns]
         for k in keys:
             row.append(case.voxel[k]["Dice"] if case.voxel else "")
         row += [f"{case.seconds.get('total', 0.0):.4f}", case.reason or ""]
@@ -241,7 +273,12 @@ def summary(evaluation: Evaluation, paths: ReportPaths | None = None) -> dict[st
             "failed": len(evaluation.failed),
         },
         "hd95_penalty": _penalty_setting(evaluation),
+        "protocols": [p.name for p in evaluation.protocols],
         "lesion": lesion_summary(evaluation),
+        "lesion_by_protocol": {p.name: lesion_summary(evaluation, p) for p in evaluation.protocols[1:]},
+        "region_labels": {
+            p.name: {r.name: list(r.labels) for r in p.regions(evaluation.settings)} for p in evaluation.protocols
+        },
         "voxel": {"mean": voxel["mean"], "foreground_mean": voxel["foreground_mean"]},
         "nnunet_check": None if evaluation.nnunet is None else evaluation.nnunet.status,
         "outputs": None if paths is None else paths.to_dict(),
@@ -262,7 +299,10 @@ def manifest(evaluation: Evaluation, paths: ReportPaths, version: str) -> dict[s
         "segkit_version": version,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": {"reference": str(evaluation.gt), "predictions": str(evaluation.pred)},
-        "protocol": evaluation.settings.protocol,
+        "protocol": evaluation.protocols[0].name,
+        "protocols": {
+            p.name: {"regions": list(evaluation.regions_for(p))} | _options(evaluation, p) for p in evaluation.protocols
+        },
         "regions": list(evaluation.regions),
         "labels": list(dict.fromkeys(evaluation.settings.labels)),
         "omit_aggregates": evaluation.settings.omit_aggregates,
@@ -296,6 +336,10 @@ def write_reports(evaluation: Evaluation, paths: ReportPaths, *, version: str, p
     """
     texts = {
         paths.lesion: json_text(lesion_report(evaluation), pretty=pretty),
+        **{
+            path: json_text(lesion_report(evaluation, PROTOCOLS[name]), pretty=pretty)
+            for name, path in paths.more_lesion
+        },
         paths.nnunet: json_text(nnunet_report(evaluation), pretty=pretty),
         paths.csv: csv_text(evaluation),
     }

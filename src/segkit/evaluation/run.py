@@ -27,11 +27,14 @@ from segkit.evaluation.nnunet_check import NnunetCheck, RunningCheck
 from segkit.evaluation.settings import (
     labels_of,
     nnunet_cmd_of,
+    protocol_regions,
+    protocols_of,
     regions_of,
     validate_settings,
     voxel_keys_of,
 )
 from segkit.io import grid_mismatch, read_header
+from segkit.metrics.protocols import Protocol
 from segkit.metrics.voxel import LabelOrRegion
 from segkit.progress import NullProgress, ProgressSink
 
@@ -62,8 +65,17 @@ class Evaluation:
 
     @property
     def regions(self) -> tuple[str, ...]:
-        """Lesion-wise regions scored, in protocol order."""
+        """Lesion-wise regions scored by the first protocol, in protocol order."""
         return regions_of(self.settings)
+
+    @property
+    def protocols(self) -> tuple[Protocol, ...]:
+        """The protocols scored, in the given order."""
+        return protocols_of(self.settings)
+
+    def regions_for(self, protocol: Protocol) -> tuple[str, ...]:
+        """Lesion-wise regions `protocol` scored."""
+        return tuple(r.name for r in protocol_regions(self.settings, protocol))
 
     @property
     def voxel_keys(self) -> tuple[LabelOrRegion, ...]:
@@ -89,7 +101,8 @@ class Evaluation:
         """The penalties used and why, e.g. ``{"337": "182x218x182 1 mm grid"}``."""
         out: dict[str, Any] = {}
         for case in self.scored:
-            out.setdefault(f"{case.penalty:g}", case.penalty_rule)
+            if case.penalty is not None:
+                out.setdefault(f"{case.penalty:g}", case.penalty_rule)
         return out
 
 
@@ -158,6 +171,7 @@ def evaluate_folders(gt: Path, pred: Path, settings: EvalConfig, *, progress: Pr
         results.sort(key=lambda r: r.case_id)
         warnings += [f"{r.case_id}: {r.reason}" for r in results if r.status == "unusable_prediction"]
         warnings += [f"{r.case_id}: {r.reason}" for r in results if r.status == "error"]
+        warnings += _label_warnings(settings, results)
         nnunet = None
         if check is not None and nnunet_cmd is not None:
             by_id = {r.case_id: r for r in results}
@@ -199,3 +213,21 @@ def _staged_pair(pair: CasePair, tolerance: float) -> CasePair | None:
     if grid_mismatch(pred, gt, tolerance) is not None:
         return CasePair(pair.case_id, pair.gt, None)
     return pair
+
+
+def _label_warnings(settings: EvalConfig, results: list[CaseResult]) -> list[str]:
+    """One line per protocol variant whose labels never occur in the references, or that ignores labels that do."""
+    present = sorted({label for r in results for label in r.labels_present})
+    if not any(r.scored for r in results):
+        return []
+    out = []
+    for protocol in protocols_of(settings):
+        used = sorted({label for region in protocol.all_regions(settings) for label in region.labels})
+        variant = protocol.variant(settings)
+        absent = [label for label in used if label not in present]
+        if absent and variant != "default":
+            out.append(f"{protocol.name} ({variant}): labels {absent} occur in no reference case")
+        ignored = [label for label in present if label not in used]
+        if ignored:
+            out.append(f"{protocol.name} ({variant}): labels {ignored} of the references belong to no region: ignored")
+    return out
