@@ -410,11 +410,12 @@ def summary_statistics(values: Sequence[float]) -> dict[str, float]:
     if arr.size == 0:
         nan = float("nan")
         return {"mean": nan, "median": nan, "min": nan, "max": nan, "std": nan, "n": 0}
-    return {
-        "mean": float(arr.mean()),
-        "median": float(np.median(arr)),
-        "min": float(arr.min()),
-        "max": float(arr.max()),
-        "std": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"),
-        "n": int(arr.size),
-    }
+    with np.errstate(invalid="ignore"):  # infinite values (brats2025 HD95 without a match) give NaN spreads
+        return {
+            "mean": float(arr.mean()),
+            "median": float(np.median(arr)),
+            "min": float(arr.min()),
+            "max": float(arr.max()),
+            "std": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"),
+            "n": int(arr.size),
+        }
