@@ -43,7 +43,9 @@ def _same(got: float, want: float, key: str) -> bool:
     return abs(got - want) <= _tolerance(key)
 
 
-def compare_region(got_values: dict[str, float], got_instances: list[dict[str, Any]], want: dict[str, Any]) -> list[str]:
+def compare_region(
+    got_values: dict[str, float], got_instances: list[dict[str, Any]], want: dict[str, Any]
+) -> list[str]:
     """Differences between segkit's results of one region and the package's (empty when they agree)."""
     problems = []
     for key in REGION_KEYS:
