@@ -11,57 +11,18 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _panoptica_oracle import compare_region
 
 from segkit.io import read_labels
-from segkit.metrics.panoptic import COUNT_KEYS, DISTANCE_KEYS, REGION_KEYS, VARIANTS, challenge_row, score_case
+from segkit.metrics.panoptic import VARIANTS, challenge_row, score_case
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = GOLDEN / "brats2024" / "cases"
 EXPECTED = GOLDEN / "brats2025" / "expected"
 NAMES = sorted(p.stem for p in EXPECTED.glob("*.json"))
 REGIONS = ["wt", "tc", "netc", "snfh", "et", "rc"]
-
-
-def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _tolerance(key: str) -> float:
-    if key in COUNT_KEYS or key in ("voxel_count", "is_matched"):
-        return 0.0
-    return 1e-3 if key in DISTANCE_KEYS or "hd95" in key else 1e-6
-
-
-def _same(got: float, want: float, key: str) -> bool:
-    if math.isnan(want) or math.isnan(got):
-        return math.isnan(want) and math.isnan(got)
-    if math.isinf(want) or math.isinf(got):
-        return got == want
-    return abs(got - want) <= _tolerance(key)
-
-
-def compare_region(
-    got_values: dict[str, float], got_instances: list[dict[str, Any]], want: dict[str, Any]
-) -> list[str]:
-    """Differences between segkit's results of one region and the package's (empty when they agree)."""
-    problems = []
-    for key in REGION_KEYS:
-        if not _same(float(got_values[key]), _number(want.get(key)), key):
-            problems.append(f"{key}: package {want.get(key)!r}, segkit {got_values[key]!r}")
-    instances = want["reference_instances"]
-    if len(got_instances) != len(instances):
-        return [*problems, f"reference_instances: package {len(instances)}, segkit {len(got_instances)}"]
-    for index, (got, expected) in enumerate(zip(got_instances, instances, strict=True)):
-        if set(got) != set(expected):
-            problems.append(f"reference_instances[{index}] keys {sorted(got)} vs {sorted(expected)}")
-            continue
-        for key, value in expected.items():
-            if not _same(float(got[key]), _number(value), key):
-                problems.append(f"reference_instances[{index}].{key}: package {value!r}, segkit {got[key]!r}")
-    return problems
 
 
 def test_there_are_twenty_golden_cases() -> None:

@@ -223,12 +223,13 @@ def score_region(
     Args:
         reference: Binary reference mask (any memory order: cc3d numbers instances in it).
         prediction: Binary prediction mask on the same grid.
-        spacing: Voxel size in mm (the header zooms).
+        spacing: Voxel size in mm: the header zooms (float32 values, as `segkit.evaluation.cases.prediction_spacing`).
         tolerance: NSD tolerance in mm (default: the smallest voxel size, as the package).
     """
     sp = tuple(float(s) for s in spacing)
     nsd_tol = min(sp) if tolerance is None else float(tolerance)
-    voxel_volume = float(np.prod(sp))
+    # The package multiplies the header zooms as float32 (np.prod of float32 values): the same rounding here.
+    voxel_volume = float(np.prod(np.asarray(sp, dtype=np.float32)))
     ref_cc, n_ref = cc3d.connected_components(reference, connectivity=26, return_N=True)
     pred_cc, n_pred = cc3d.connected_components(prediction, connectivity=26, return_N=True)
     n_ref, n_pred = int(n_ref), int(n_pred)
