@@ -84,11 +84,11 @@ def validate_settings(cfg: EvalConfig) -> None:
             flag = _FLAGS.get(given[0], given[0])
             msg = f"{flag} belongs to protocol {other.name}, which is not chosen (--protocol {' '.join(names)})"
             raise ConfigError(msg, hint=f"add --protocol {other.name} or drop {flag}")
-    from segkit.metrics.panoptic import VARIANTS
-
-    if "brats2025" in names and cfg.task not in VARIANTS:
-        msg = f"unknown brats2025 task {cfg.task!r}; available: {', '.join(VARIANTS)}"
-        raise ConfigError(msg)
+    for p in chosen:
+        variants = p.variants()
+        if variants and p.variant(cfg) not in variants:
+            msg = f"unknown {p.name} task {p.variant(cfg)!r}; available: {', '.join(variants)}"
+            raise ConfigError(msg)
     if (cfg.vol_threshold is None) != (cfg.overlap_threshold is None):
         msg = "--vol-threshold and --overlap-threshold go together (the METs parser's small/large-lesion columns)"
         raise ConfigError(msg)

@@ -32,8 +32,6 @@ from typing import Any, Final
 import cc3d
 import numpy as np
 from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial import cKDTree
 
 MATCHING_THRESHOLD: Final = 1e-6
 """Smallest DSC for a reference/prediction pair to be matched (every bundled config)."""
@@ -140,35 +138,49 @@ class RegionResult:
 
 
 def _border(mask: np.ndarray) -> np.ndarray:
-    return mask ^ ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
+    """The mask minus its erosion by the 6-neighbourhood cross, voxels outside the array counting as outside.
 
-
-def _distances(source: np.ndarray, target: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Distance (mm) from each voxel of `source` to the nearest voxel of `target` (both border masks).
-
-    panoptica takes them from a Euclidean distance transform of the whole crop; the nearest target voxel is
-    found here with a k-d tree over the border voxels only (the same minimum), and the distance is then
-    computed with the transform's arithmetic (per-axis offset times spacing, squared, summed in axis
-    order, square root) so that the values, and the NSD comparisons with the tolerance, are the same.
+    What ``mask ^ scipy.ndimage.binary_erosion(mask)`` gives, with six shifted ANDs instead of the generic
+    filter (several times faster).
     """
-    steps = np.asarray(spacing, dtype=np.float64)
-    src = np.argwhere(source)
-    tgt = np.argwhere(target)
-    _, nearest = cKDTree(tgt * steps).query(src * steps, k=1)
-    delta = (tgt[nearest] - src).astype(np.float64) * steps
-    squared = np.zeros(len(src), dtype=np.float64)
+    inner = mask.copy(order="K")
+    for axis in range(mask.ndim):
+        head = [slice(None)] * mask.ndim
+        tail = [slice(None)] * mask.ndim
+        head[axis], tail[axis] = slice(1, None), slice(None, -1)
+        inner[tuple(head)] &= mask[tuple(tail)]
+        inner[tuple(tail)] &= mask[tuple(head)]
+        head[axis], tail[axis] = slice(0, 1), slice(-1, None)
+        inner[tuple(head)] = False
+        inner[tuple(tail)] = False
+    return mask & ~inner
+
+
+def _offsets(source: np.ndarray, target: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """(n, 3) voxel offsets from each point of `source` to its nearest point of `target` at voxel size `steps`.
+
+    panoptica takes the distances from a Euclidean distance transform of the pair's crop; the nearest target
+    voxel is found here with a k-d tree over the border voxels only (the same minimum distance).
+    """
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(target * steps, balanced_tree=False, compact_nodes=False)
+    _, nearest = tree.query(source * steps, k=1)
+    return target[nearest] - source
+
+
+def _lengths(offsets: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Lengths (mm) of voxel offsets with the distance transform's arithmetic: per-axis offset times voxel size,
+    squared, summed in axis order, square root (so that the NSD comparisons with the tolerance are the same)."""
+    delta = offsets.astype(np.float64) * steps
+    squared = np.zeros(len(offsets), dtype=np.float64)
     for axis in range(steps.size):
         squared += delta[:, axis] * delta[:, axis]
     return np.sqrt(squared)
 
 
-def surface_metrics(
-    reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float], tolerance: float
-) -> tuple[float, float]:
-    """HD95 (mm) and NSD at `tolerance` mm of two non-empty masks, as panoptica computes them."""
-    ref_border, pred_border = _border(reference), _border(prediction)
-    to_pred = _distances(ref_border, pred_border, spacing)
-    to_ref = _distances(pred_border, ref_border, spacing)
+def _reduce(to_pred: np.ndarray, to_ref: np.ndarray, tolerance: float) -> tuple[float, float]:
+    """HD95 and NSD from the two directional border distances, as panoptica reduces them."""
     hd95 = float(np.percentile(np.hstack((to_pred, to_ref)), 95))
     near_ref = np.count_nonzero(to_pred <= tolerance) / len(to_pred)
     near_pred = np.count_nonzero(to_ref <= tolerance) / len(to_ref)
@@ -176,6 +188,23 @@ def surface_metrics(
     far_pred = np.count_nonzero(to_ref > tolerance) / len(to_ref)
     nsd = (near_ref + near_pred) / (near_ref + near_pred + far_ref + far_pred + np.finfo(np.float64).tiny)
     return hd95, float(nsd)
+
+
+def _surface(
+    ref_points: np.ndarray, pred_points: np.ndarray, steps: np.ndarray, tolerance: float
+) -> tuple[float, float]:
+    """HD95 and NSD from the border voxels of two non-empty masks, as panoptica computes them."""
+    to_pred = _lengths(_offsets(ref_points, pred_points, steps), steps)
+    to_ref = _lengths(_offsets(pred_points, ref_points, steps), steps)
+    return _reduce(to_pred, to_ref, tolerance)
+
+
+def surface_metrics(
+    reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float], tolerance: float
+) -> tuple[float, float]:
+    """HD95 (mm) and NSD at `tolerance` mm of two non-empty masks, as panoptica computes them."""
+    steps = np.asarray(spacing, dtype=np.float64)
+    return _surface(np.argwhere(_border(reference)), np.argwhere(_border(prediction)), steps, tolerance)
 
 
 def _zero_tp(metric: str, n_ref: int, n_pred: int) -> float:
@@ -195,28 +224,103 @@ def _box_of(
     )
 
 
-def _match(
-    ref_cc: np.ndarray, pred_cc: np.ndarray, n_ref: int, n_pred: int, ref_sizes: np.ndarray, pred_sizes: np.ndarray
-) -> dict[int, int]:
-    """Reference instance -> matched prediction instance (one to one, maximum total DSC)."""
-    if n_ref == 0 or n_pred == 0:
-        return {}
-    both = (ref_cc != 0) & (pred_cc != 0)
-    pair_ids = ref_cc[both].astype(np.int64) * (n_pred + 1) + pred_cc[both]
-    ids, inter = np.unique(pair_ids, return_counts=True)
-    refs, preds = ids // (n_pred + 1), ids % (n_pred + 1)
-    dsc = 2.0 * inter / (ref_sizes[refs] + pred_sizes[preds])
-    cost = np.full((n_ref, n_pred), _UNMATCHED_COST)
+@dataclass
+class _Instances:
+    """The connected components of one mask: count, sizes (index = component number), border voxels by number."""
+
+    n: int
+    labels: np.ndarray
+    sizes: np.ndarray
+    border_points: np.ndarray
+    border_starts: np.ndarray
+
+    @classmethod
+    def of(cls, mask: np.ndarray, *, reverse: bool = False) -> _Instances:
+        """Components of `mask`; with `reverse` the mask is the transpose of the volume and the border voxels
+        are stored in the volume's axis order."""
+        labels, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
+        n = int(n)
+        flat = labels.ravel(order="K")
+        sizes = np.bincount(flat, minlength=n + 1).astype(np.int64) if n else np.zeros(1, np.int64)
+        if n == 0:
+            return cls(0, labels, sizes, np.zeros((0, mask.ndim), np.int64), np.zeros(1, np.int64))
+        # A border voxel's 6-neighbours outside the mask cannot belong to another 26-connected component,
+        # so the border of the whole mask, split by component, is each component's own border.
+        points = np.argwhere(_border(mask))
+        owner = labels[tuple(points.T)]
+        if reverse:
+            points = points[:, ::-1]
+        order = np.argsort(owner, kind="stable")
+        counts = np.bincount(owner, minlength=n + 1)
+        return cls(n, labels, sizes, points[order], np.concatenate(([0], np.cumsum(counts))))
+
+    def border(self, number: int) -> np.ndarray:
+        """(k, 3) border voxels of component `number`."""
+        return self.border_points[self.border_starts[number] : self.border_starts[number + 1]]
+
+
+def _match(ref: _Instances, pred: _Instances) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
+    """Reference -> prediction instance (one to one, maximum total DSC) and the overlap of every touching pair.
+
+    The assignment decomposes over the connected parts of the overlap graph (a pair below the threshold
+    costs the same constant in any assignment), so a part with a single pair is matched directly and only
+    parts with several candidates go to `scipy.optimize.linear_sum_assignment`, on their own cost matrix.
+    """
+    if ref.n == 0 or pred.n == 0:
+        return {}, {}
+    a, b = ref.labels.ravel(order="K"), pred.labels.ravel(order="K")
+    both = np.flatnonzero((a != 0) & (b != 0))
+    if both.size == 0:
+        return {}, {}
+    ids, inter = np.unique(a[both].astype(np.int64) * (pred.n + 1) + b[both], return_counts=True)
+    refs, preds = ids // (pred.n + 1), ids % (pred.n + 1)
+    dsc = 2.0 * inter / (ref.sizes[refs] + pred.sizes[preds])
+    overlaps = {(int(r), int(p)): int(c) for r, p, c in zip(refs, preds, inter, strict=True)}
     keep = dsc >= MATCHING_THRESHOLD
-    cost[refs[keep] - 1, preds[keep] - 1] = 1.0 - dsc[keep]
-    if not keep.any():
-        return {}
-    rows, cols = linear_sum_assignment(cost)
-    return {int(r) + 1: int(c) + 1 for r, c in zip(rows, cols, strict=True) if cost[r, c] < 1.0}
+    refs, preds, dsc = refs[keep], preds[keep], dsc[keep]
+    matches: dict[int, int] = {}
+    for part in _parts(refs, preds):
+        if len(part) == 1:
+            matches[int(refs[part[0]])] = int(preds[part[0]])
+            continue
+        rows, cols = np.unique(refs[part]), np.unique(preds[part])
+        cost = np.full((rows.size, cols.size), _UNMATCHED_COST)
+        cost[np.searchsorted(rows, refs[part]), np.searchsorted(cols, preds[part])] = 1.0 - dsc[part]
+        from scipy.optimize import linear_sum_assignment
+
+        for i, j in zip(*linear_sum_assignment(cost), strict=True):
+            if cost[i, j] < 1.0:
+                matches[int(rows[i])] = int(cols[j])
+    return matches, overlaps
+
+
+def _parts(refs: np.ndarray, preds: np.ndarray) -> list[list[int]]:
+    """Edge indices of each connected part of the bipartite graph with edges (refs[i], preds[i])."""
+    parent: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def find(node: tuple[str, int]) -> tuple[str, int]:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for r, p in zip(refs.tolist(), preds.tolist(), strict=True):
+        root_r, root_p = find(("r", r)), find(("p", p))
+        if root_r != root_p:
+            parent[root_p] = root_r
+    groups: dict[tuple[str, int], list[int]] = {}
+    for index, r in enumerate(refs.tolist()):
+        groups.setdefault(find(("r", r)), []).append(index)
+    return list(groups.values())
 
 
 def score_region(
-    reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float], *, tolerance: float | None = None
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    tolerance: float | None = None,
+    transposed: bool = False,
 ) -> RegionResult:
     """Scores of one region from its binary reference and prediction masks.
 
@@ -225,46 +329,46 @@ def score_region(
         prediction: Binary prediction mask on the same grid.
         spacing: Voxel size in mm: the header zooms (float32 values, as `segkit.evaluation.cases.prediction_spacing`).
         tolerance: NSD tolerance in mm (default: the smallest voxel size, as the package).
+        transposed: The masks are the transposes (``.T``) of the volume's (`spacing` stays the volume's).
     """
     sp = tuple(float(s) for s in spacing)
+    steps = np.asarray(sp, dtype=np.float64)
     nsd_tol = min(sp) if tolerance is None else float(tolerance)
     # The package multiplies the header zooms as float32 (np.prod of float32 values): the same rounding here.
     voxel_volume = float(np.prod(np.asarray(sp, dtype=np.float32)))
-    ref_cc, n_ref = cc3d.connected_components(reference, connectivity=26, return_N=True)
-    pred_cc, n_pred = cc3d.connected_components(prediction, connectivity=26, return_N=True)
-    n_ref, n_pred = int(n_ref), int(n_pred)
-    ref_stats = cc3d.statistics(ref_cc) if n_ref else None
-    pred_stats = cc3d.statistics(pred_cc) if n_pred else None
-    ref_sizes = np.asarray(ref_stats["voxel_counts"], dtype=np.int64) if ref_stats else np.zeros(1, np.int64)
-    pred_sizes = np.asarray(pred_stats["voxel_counts"], dtype=np.int64) if pred_stats else np.zeros(1, np.int64)
-    matches = _match(ref_cc, pred_cc, n_ref, n_pred, ref_sizes, pred_sizes)
+    ref = _Instances.of(reference, reverse=transposed)
+    pred = _Instances.of(prediction, reverse=transposed)
+    matches, overlaps = _match(ref, pred)
 
-    shape = reference.shape
+    unit = np.ones_like(steps)
+    # One instance on each side, matched, at an isotropic voxel size: the global masks are the pair's, and
+    # the nearest voxels at unit size are those at the real size; the offsets serve both computations.
+    shared = ref.n == pred.n == len(matches) == 1 and bool(np.all(steps == steps[0]))
+    global_offsets = None
     matched: list[ReferenceInstance] = []
     for r in sorted(matches):
         p = matches[r]
-        assert ref_stats is not None
-        assert pred_stats is not None
-        box = _box_of(ref_stats["bounding_boxes"][r], pred_stats["bounding_boxes"][p], shape)
-        ref_mask, pred_mask = ref_cc[box] == r, pred_cc[box] == p
-        inter = int(np.count_nonzero(ref_mask & pred_mask))
-        dsc = 2.0 * inter / (int(ref_sizes[r]) + int(pred_sizes[p]))
-        hd95, nsd = surface_metrics(ref_mask, pred_mask, sp, nsd_tol)
-        count = int(ref_sizes[r])
+        count = int(ref.sizes[r])
+        dsc = 2.0 * overlaps[(r, p)] / (count + int(pred.sizes[p]))
+        forward = _offsets(ref.border(r), pred.border(p), steps)
+        backward = _offsets(pred.border(p), ref.border(r), steps)
+        hd95, nsd = _reduce(_lengths(forward, steps), _lengths(backward, steps), nsd_tol)
+        if shared:
+            global_offsets = (forward, backward)
         matched.append(ReferenceInstance(count, count * voxel_volume, True, dsc, hd95, nsd))
     missed = [
-        ReferenceInstance(int(ref_sizes[r]), int(ref_sizes[r]) * voxel_volume, False)
-        for r in range(1, n_ref + 1)
+        ReferenceInstance(int(ref.sizes[r]), int(ref.sizes[r]) * voxel_volume, False)
+        for r in range(1, ref.n + 1)
         if r not in matches
     ]
-    tp = len(matched)
+    n_ref, n_pred, tp = ref.n, pred.n, len(matched)
     fp, fn = n_pred - tp, n_ref - tp
     values: dict[str, float] = {"n_ref_instances": n_ref, "n_pred_instances": n_pred, "tp": tp, "fp": fp, "fn": fn}
     values["prec"] = tp / n_pred if n_pred else math.nan
     values["rec"] = tp / n_ref if n_ref else math.nan
     values["rq"] = tp / (tp + 0.5 * fp + 0.5 * fn) if (tp + fp + fn) else math.nan
-    for metric, pick in (("dsc", "dsc"), ("hd95", "hd95"), ("nsd", "nsd")):
-        scores = np.array([getattr(m, pick) for m in matched], dtype=np.float64)
+    for metric in ("dsc", "hd95", "nsd"):
+        scores = np.array([getattr(m, metric) for m in matched], dtype=np.float64)
         if tp:
             values[f"sq_{metric}"], values[f"sq_{metric}_std"] = float(np.mean(scores)), float(np.std(scores))
         else:
@@ -274,32 +378,29 @@ def score_region(
     counts = [m.voxel_count for m in matched]
     values["instance_voxel_count_ref"] = float(np.mean(counts)) if counts else math.nan
     values["instance_volume_ref"] = float(np.mean([m.volume for m in matched])) if counts else math.nan
-    n_ref_voxels = int(ref_sizes[1:].sum()) if n_ref else 0
-    n_pred_voxels = int(pred_sizes[1:].sum()) if n_pred else 0
+    n_ref_voxels, n_pred_voxels = int(ref.sizes[1:].sum()), int(pred.sizes[1:].sum())
     values["global_bin_volume_pred"] = n_pred_voxels
     values["global_bin_volume_ref"] = n_ref_voxels
-    values.update(_global_metrics(reference, prediction, n_ref, n_pred, n_ref_voxels + n_pred_voxels))
+    inter = sum(overlaps.values())
+    if inter == 0:
+        # No voxel in common: the package takes the zero-TP edge cases for the global metrics too.
+        values |= {f"global_bin_{m}": _zero_tp(m, n_ref, n_pred) for m in ("dsc", "hd95", "nsd")}
+    else:
+        # The package computes the global metrics without the spacing: unit voxels, NSD tolerance 0.5.
+        if global_offsets is not None:
+            hd95, nsd = _reduce(_lengths(global_offsets[0], unit), _lengths(global_offsets[1], unit), 0.5)
+        else:
+            hd95, nsd = _surface(ref.border_points, pred.border_points, unit, 0.5)
+        values |= {"global_bin_dsc": 2.0 * inter / (n_ref_voxels + n_pred_voxels), "global_bin_hd95": hd95}
+        values["global_bin_nsd"] = nsd
     return RegionResult({key: values[key] for key in REGION_KEYS}, matched + missed)
 
 
-def _global_metrics(
-    reference: np.ndarray, prediction: np.ndarray, n_ref: int, n_pred: int, total: int
-) -> dict[str, float]:
-    """``global_bin_*``: whole-region DSC, HD95, NSD, in voxel units (the package passes no spacing here)."""
-    inter = int(np.count_nonzero(reference & prediction)) if n_ref and n_pred else 0
-    if inter == 0:
-        return {f"global_bin_{m}": _zero_tp(m, n_ref, n_pred) for m in ("dsc", "hd95", "nsd")}
-    occupied = ndimage.find_objects((reference | prediction).view(np.uint8))[0]
-    box = _box_of(occupied, None, reference.shape)
-    hd95, nsd = surface_metrics(reference[box], prediction[box], (1.0,) * reference.ndim, 0.5)
-    return {"global_bin_dsc": 2.0 * inter / total, "global_bin_hd95": hd95, "global_bin_nsd": nsd}
-
-
 def region_mask(labels: np.ndarray, group: Group) -> np.ndarray:
-    """Binary mask of a group (keeps the memory order of `labels`, which decides cc3d's numbering)."""
+    """Binary mask of a group, C-ordered (the memory order decides cc3d's numbering)."""
     if len(group.labels) == 1:
-        return labels == group.labels[0]
-    mask = labels == group.labels[0]
+        return np.equal(labels, group.labels[0], order="C")
+    mask = np.equal(labels, group.labels[0], order="C")
     for value in group.labels[1:]:
         mask |= labels == value
     return mask
@@ -317,17 +418,45 @@ def score_case(
     if gt.shape != pred.shape:
         msg = f"shape mismatch: reference {gt.shape} vs prediction {pred.shape}"
         raise ValueError(msg)
-    occupied = ndimage.find_objects(((gt != 0) | (pred != 0)).view(np.uint8))
-    if occupied:
+    transposed = not gt.flags.c_contiguous and gt.T.flags.c_contiguous
+    if transposed:
+        # NIfTI arrays are Fortran-ordered: work on their C-ordered transposes (the same memory, so cc3d
+        # numbers the components the same way) and keep the coordinates in the volume's axis order.
+        gt, pred = gt.T, np.asarray(pred).T
+    box = _foreground_box(gt, pred)
+    if box is None:
+        gt = pred = np.zeros((1, 1, 1), dtype=np.uint8)
+    else:
         # Everything happens inside the box of the foreground plus the pair padding (clipped to the volume, as
         # panoptica's own crops are): cc3d numbers components in the same order there, distances are unchanged.
-        box = _box_of(occupied[0], None, gt.shape)
-        gt, pred = gt[box], pred[box]
-    else:
-        gt = pred = np.zeros((1, 1, 1), dtype=np.uint8)
-    return {
-        g.name: score_region(region_mask(gt, g), region_mask(pred, g), spacing, tolerance=tolerance) for g in groups
-    }
+        gt, pred = np.ascontiguousarray(gt[box]), np.ascontiguousarray(pred[box])
+    # Each region in its own box: the union of its labels' boxes on both sides (one pass per side for all).
+    label_boxes = [ndimage.find_objects(gt), ndimage.find_objects(pred)]
+    out = {}
+    for g in groups:
+        boxes = [b[v - 1] for b in label_boxes for v in g.labels if v <= len(b) and b[v - 1] is not None]
+        if boxes:
+            lo = [max(min(b[ax].start for b in boxes) - PAD, 0) for ax in range(gt.ndim)]
+            hi = [min(max(b[ax].stop for b in boxes) + PAD, gt.shape[ax]) for ax in range(gt.ndim)]
+            box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+            gt_region, pred_region = region_mask(gt[box], g), region_mask(pred[box], g)
+        else:
+            gt_region = pred_region = np.zeros((1, 1, 1), dtype=bool)
+        out[g.name] = score_region(gt_region, pred_region, spacing, tolerance=tolerance, transposed=transposed)
+    return out
+
+
+def _foreground_box(gt: np.ndarray, pred: np.ndarray) -> tuple[slice, ...] | None:
+    """Box of the voxels labelled in either map, padded by `PAD` and clipped; None when both are empty."""
+    either = (gt != 0) | (pred != 0)
+    box = []
+    for axis in range(either.ndim):
+        others = tuple(a for a in range(either.ndim) if a != axis)
+        hits = np.flatnonzero(either.any(axis=others))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(int(hits[0]) - PAD, 0), min(int(hits[-1]) + 1 + PAD, either.shape[axis])))
+    return tuple(box)
 
 
 CHALLENGE_METRICS: Final = (

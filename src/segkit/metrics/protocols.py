@@ -76,6 +76,10 @@ class Protocol:
         """The variant (config) in use; the default protocol has one."""
         return "default"
 
+    def variants(self) -> tuple[str, ...]:
+        """Every variant (``--task``) of the protocol; empty when it has none to choose."""
+        return ()
+
     def all_regions(self, cfg: EvalConfig) -> tuple[Region, ...]:
         """Every region of the variant in `cfg`, in output order."""
         raise NotImplementedError
@@ -205,6 +209,9 @@ class Brats2025(Protocol):
     def variant(self, cfg: EvalConfig) -> str:
         return cfg.task
 
+    def variants(self) -> tuple[str, ...]:
+        return BRATS2025_TASKS
+
     def all_regions(self, cfg: EvalConfig) -> tuple[Region, ...]:
         from segkit.metrics.panoptic import VARIANTS
 
@@ -251,6 +258,9 @@ class Brats2025(Protocol):
             },
         )
 
+
+BRATS2025_TASKS = ("gli", "mets", "ped", "MenRT", "MenPre", "GoAT")
+"""The bundled configs of ``brats-evaluation`` (their regions: `segkit.metrics.panoptic.VARIANTS`)."""
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (Brats2024(), Brats2025())}
 """Every lesion-wise protocol by ``--protocol`` name."""
