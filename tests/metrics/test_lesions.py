@@ -41,6 +41,27 @@ def test_merge_by_dilation_equals_whole_array_definition(steps: int) -> None:
             assert np.count_nonzero(got.labels[got.boxes[number]] == number) == got.counts[number]
 
 
+@pytest.mark.parametrize("steps", [2, 3, 5])
+def test_lone_components_need_no_dilation_and_keep_the_numbering(steps: int) -> None:
+    # Lone components take a short cut (no dilation): solid boxes (no background in their box), components
+    # whose dilation the low or high border cuts, and single voxels must number as the definition does.
+    mask = np.zeros((30, 28, 26), dtype=bool)
+    mask[12:15, 4:9, 20:21] = True  # a solid 3x5x1 box
+    mask[0, 14, 3] = True  # at the low border of axis 0: the dilation is cut there
+    mask[22, 1, 25] = True  # near the low border of axis 1, at the high border of axis 2
+    mask[29, 27, 0] = True
+    mask[5, 20, 10] = True
+    reference = _reference_merge(mask, steps)
+    full = merge_by_dilation(mask, steps)
+    assert np.array_equal(full.labels, reference)
+    for n in full.numbers:
+        assert full.counts[n] == int(np.count_nonzero(reference == n))
+        assert full.boxes[n] == ndimage.find_objects((reference == n).astype(np.uint8))[0]
+    kept = merge_by_dilation(mask, steps, min_size=1)  # single voxels deleted, numbers kept
+    assert np.array_equal(kept.labels, np.where(np.isin(reference, kept.numbers), reference, 0))
+    assert sorted(kept.counts) == [n for n in full.numbers if full.counts[n] > 1]
+
+
 @pytest.mark.parametrize(("gap", "steps", "merged"), [(6, 3, True), (7, 3, False), (10, 5, True), (11, 5, False)])
 def test_axis_aligned_gap_merges_up_to_twice_the_dilation(gap: int, steps: int, merged: bool) -> None:
     mask = np.zeros((40, 10, 10), dtype=bool)

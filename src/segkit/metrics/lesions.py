@@ -98,9 +98,22 @@ def merge_by_dilation(mask: np.ndarray, steps: int, *, min_size: float | None = 
         return LesionMap.empty(shape)
     # Dilations of two components can only connect if their boxes grown by steps + 1 overlap.
     groups = [np.arange(len(found))] if len(found) > MAX_CLUSTER_BOXES else cluster_boxes(found, steps + 1)
-    clusters: list[tuple[Box, np.ndarray, np.ndarray]] = []  # box, member mask, dilated components
+    clusters: list[tuple[Box, np.ndarray, np.ndarray | None]] = []  # box, member mask, dilated components
     firsts: list[tuple[tuple[int, ...], int, int]] = []  # first voxel (global), cluster, local number
+    component_firsts = np.stack(np.unravel_index(_first_voxels(components, len(found)), shape), axis=1)
     for members in groups:
+        if len(members) == 1:
+            # A lone component: its dilation is one connected lesion holding just it, and the first voxel of
+            # that dilation in C order is the component's first voxel moved by the structuring element's
+            # first offset, `steps` times (-1, -1, 0) for the 18-neighbourhood (the lexicographic minimum of
+            # a Minkowski sum is the sum of the minima), unless that point falls outside the volume (then the
+            # dilation is cut by the border and is computed below).
+            first = component_firsts[members[0]] + np.array([-steps, -steps, 0])
+            if first[0] >= 0 and first[1] >= 0:
+                box = found[members[0]]
+                firsts.append((tuple(int(v) for v in first), len(clusters), 1))
+                clusters.append((box, components[box] == members[0] + 1, None))
+                continue
         box: Box | None = None
         for m in members:
             box = union(box, grow(found[m], steps, shape))
@@ -116,18 +129,27 @@ def merge_by_dilation(mask: np.ndarray, steps: int, *, min_size: float | None = 
         firsts.extend((tuple(first[k]), len(clusters), k + 1) for k in range(n_local))
         clusters.append((box, member_mask, local_cc))
     # Global numbering: C order of the first voxels, exactly as one cc3d pass over the whole array gives.
-    luts = [np.zeros(int(local_cc.max()) + 1, dtype=np.int32) for _, _, local_cc in clusters]
+    luts = [np.zeros(2 if local_cc is None else int(local_cc.max()) + 1, dtype=np.int32) for _, _, local_cc in clusters]
     for number, (_, cluster, k) in enumerate(sorted(firsts), start=1):
         luts[cluster][k] = number
     out = LesionMap(np.zeros(shape, dtype=np.int32))
     for (box, member_mask, local_cc), lut in zip(clusters, luts, strict=True):
-        lesion_local = np.where(member_mask, lut[local_cc], 0)
+        if local_cc is None:
+            lesion_local = np.where(member_mask, lut[1], 0).astype(np.int32)
+        else:
+            lesion_local = np.where(member_mask, lut[local_cc], 0)
         counts = np.bincount(lesion_local.ravel())
-        for number in np.flatnonzero(counts)[1:].tolist():
+        for number in (np.flatnonzero(counts[1:]) + 1).tolist():
             if min_size is not None and counts[number] <= min_size:
                 lesion_local[lesion_local == number] = 0
             else:
                 out.counts[number] = int(counts[number])
+        if local_cc is None:
+            # A lone component's box is its lesion's box (when the lesion was not deleted).
+            if int(lut[1]) in out.counts:
+                out.boxes[int(lut[1])] = box
+            np.copyto(out.labels[box], lesion_local, where=lesion_local != 0)
+            continue
         offset = [s.start for s in box]
         for number, sub in enumerate(ndimage.find_objects(lesion_local), start=1):
             if sub is not None:
