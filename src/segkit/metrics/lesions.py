@@ -110,14 +110,15 @@ def merge_by_dilation(mask: np.ndarray, steps: int, *, min_size: float | None = 
             # dilation is cut by the border and is computed below).
             first = component_firsts[members[0]] + np.array([-steps, -steps, 0])
             if first[0] >= 0 and first[1] >= 0:
-                box = found[members[0]]
+                lone = found[members[0]]
                 firsts.append((tuple(int(v) for v in first), len(clusters), 1))
-                clusters.append((box, components[box] == members[0] + 1, None))
+                clusters.append((lone, components[lone] == members[0] + 1, None))
                 continue
-        box: Box | None = None
+        grown: Box | None = None
         for m in members:
-            box = union(box, grow(found[m], steps, shape))
-        assert box is not None
+            grown = union(grown, grow(found[m], steps, shape))
+        assert grown is not None
+        box = grown
         local = components[box]
         member_mask = local == members[0] + 1 if len(members) == 1 else np.isin(local, members + 1)
         dilated = np.ascontiguousarray(dilate(member_mask, steps))
@@ -129,22 +130,22 @@ def merge_by_dilation(mask: np.ndarray, steps: int, *, min_size: float | None = 
         firsts.extend((tuple(first[k]), len(clusters), k + 1) for k in range(n_local))
         clusters.append((box, member_mask, local_cc))
     # Global numbering: C order of the first voxels, exactly as one cc3d pass over the whole array gives.
-    luts = [np.zeros(2 if local_cc is None else int(local_cc.max()) + 1, dtype=np.int32) for _, _, local_cc in clusters]
+    luts = [np.zeros(2 if cc is None else int(cc.max()) + 1, dtype=np.int32) for _, _, cc in clusters]
     for number, (_, cluster, k) in enumerate(sorted(firsts), start=1):
         luts[cluster][k] = number
     out = LesionMap(np.zeros(shape, dtype=np.int32))
-    for (box, member_mask, local_cc), lut in zip(clusters, luts, strict=True):
-        if local_cc is None:
+    for (box, member_mask, dilated_cc), lut in zip(clusters, luts, strict=True):
+        if dilated_cc is None:
             lesion_local = np.where(member_mask, lut[1], 0).astype(np.int32)
         else:
-            lesion_local = np.where(member_mask, lut[local_cc], 0)
+            lesion_local = np.where(member_mask, lut[dilated_cc], 0)
         counts = np.bincount(lesion_local.ravel())
         for number in (np.flatnonzero(counts[1:]) + 1).tolist():
             if min_size is not None and counts[number] <= min_size:
                 lesion_local[lesion_local == number] = 0
             else:
                 out.counts[number] = int(counts[number])
-        if local_cc is None:
+        if dilated_cc is None:
             # A lone component's box is its lesion's box (when the lesion was not deleted).
             if int(lut[1]) in out.counts:
                 out.boxes[int(lut[1])] = box
