@@ -162,11 +162,20 @@ def _offsets(source: np.ndarray, target: np.ndarray, steps: np.ndarray) -> np.nd
     panoptica takes the distances from a Euclidean distance transform of the pair's crop; the nearest target
     voxel is found here with a k-d tree over the border voxels only (the same minimum distance).
     """
-    from scipy.spatial import cKDTree
+    # A source voxel that is also a target voxel is its own nearest (offset 0): only the others need the
+    # tree (identical or slightly shifted lesions share most of their border).
+    extent = np.maximum(source.max(axis=0), target.max(axis=0)).astype(np.int64) + 1
+    weights = np.array([extent[1] * extent[2], extent[2], 1], dtype=np.int64)
+    shared = np.isin(source @ weights, target @ weights)
+    offsets = np.zeros_like(source)
+    rest = np.flatnonzero(~shared)
+    if rest.size:
+        from scipy.spatial import cKDTree
 
-    tree = cKDTree(target * steps, balanced_tree=False, compact_nodes=False)
-    _, nearest = tree.query(source * steps, k=1)
-    return target[nearest] - source
+        tree = cKDTree(target * steps, balanced_tree=False, compact_nodes=False)
+        _, nearest = tree.query(source[rest] * steps, k=1)
+        offsets[rest] = target[nearest] - source[rest]
+    return offsets
 
 
 def _lengths(offsets: np.ndarray, steps: np.ndarray) -> np.ndarray:
