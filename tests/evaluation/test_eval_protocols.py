@@ -126,3 +126,16 @@ def test_old_config_with_one_protocol_name_loads(run_cli, label_pairs, tmp_path)
     result = _eval(run_cli, gt, pred, out, "--config", config)
     assert result.code == 0, result.err
     assert json.loads((out / "lesion_metrics.json").read_text())["regions"] == ["wt", "tc", "et"]
+
+
+def test_several_protocols_after_one_flag_leave_the_folders(run_cli, label_pairs, tmp_path) -> None:
+    from segkit.cli._argv import expand_multi_value
+
+    argv = ["eval", "--protocol", "brats2024", "brats2025", "gt", "pred"]
+    assert expand_multi_value(argv) == ["eval", "--protocol", "brats2024", "--protocol", "brats2025", "gt", "pred"]
+    gt, pred = label_pairs
+    out = tmp_path / "out"
+    flags = ("-o", out, "--skip-nnunet", "--no-figure")
+    result = run_cli("eval", "--protocol", "brats2025", "brats2024", gt, pred, *flags)
+    assert result.code == 0, result.err
+    assert json.loads((out / "lesion_metrics_brats2024.json").read_text())["protocol"] == "brats2024"
