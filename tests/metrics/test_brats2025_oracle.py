@@ -92,6 +92,7 @@ def oracle(cohort: list[dict[str, Any]]) -> dict[str, Any]:
     return run_oracle(cohort)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASK_LABELS))
 def test_agrees_with_panoptica(task: str, cohort: list[dict[str, Any]], oracle: dict[str, Any]) -> None:
     problems = []

@@ -61,6 +61,7 @@ def test_challenge_row_applies_the_parser_rules() -> None:
     assert missing["all_instance_tp_wt"] == 0.0
 
 
+@pytest.mark.slow
 def test_segkit_eval_brats2025_reproduces_every_golden_case(run_cli, tmp_path: Path) -> None:
     # The whole command: file reading, header spacing, both protocols in one pass, the lesion reports.
     gt_dir, pred_dir, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
