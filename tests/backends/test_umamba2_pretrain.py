@@ -310,6 +310,22 @@ def test_train_step_never_reads_the_segmentation(tmp_path: Path, monkeypatch: py
     assert np.isfinite(float(out["loss"]))
 
 
+def test_validation_loss_is_repeatable_and_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nnunet_folders(tmp_path, monkeypatch)
+    trainer = tiny_trainer(_Tiny)
+    batch = {"data": torch.randn(2, 2, *PATCH, generator=torch.Generator().manual_seed(5))}
+    before = [p.detach().clone() for p in trainer.network.parameters()]
+    losses = []
+    for _ in range(2):  # two "epochs": the same seeded masks and noise
+        trainer.on_validation_epoch_start()
+        with torch.no_grad():
+            losses.append(float(trainer.validation_step(batch)["loss"]))
+    assert losses[0] == losses[1]
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.network.parameters(), strict=True))
+    trainer.on_validation_epoch_end([{"loss": np.float32(losses[0])}])
+    assert trainer.logger.get_value("val_losses", step=-1) == pytest.approx(losses[0])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Accumulation in this stage
 
@@ -542,3 +558,51 @@ def test_weights_load_into_the_stage1_network_with_fresh_heads(
     assert len(report.unused) == 2 + len(report.skipped_heads)
     assert any(k.startswith("mamba_layer.") for k in report.loaded)
     assert messages == [report.summary()]
+
+
+def test_derive_trainer_sets_the_constants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """segkit's generated trainers subclass this one with overrides set after nnU-Net's constructor."""
+    from segkit.backends.nnunet.trainers import derive_trainer
+
+    nnunet_folders(tmp_path, monkeypatch)
+    cls = derive_trainer(
+        "nnUNetTrainerUMamba2Pretrain_segkit_test",
+        "nnUNetTrainerUMamba2Pretrain",
+        base_module="segkit.backends.umamba2.pretrain",
+        num_epochs=7,
+        initial_lr=1e-4,
+        mask_ratio=0.5,
+        mask_patch_size=4,
+        warmup_epochs=2,
+        accumulation_steps=2,
+    )
+    trainer = tiny_trainer(cls)
+    assert (trainer.num_epochs, trainer.mask_ratio, trainer.mask_patch_size, trainer.accumulation_steps) == (
+        7,
+        0.5,
+        4,
+        2,
+    )
+    trainer.lr_scheduler.step(2)  # the end of the 2-epoch warm-up: the overridden initial_lr
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    trainer.lr_scheduler.step(6)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_pretraining_steps_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net's CUDA path: autocast, GradScaler and accumulation; finite losses and weights."""
+    nnunet_folders(tmp_path, monkeypatch)
+    trainer = tiny_trainer(_Accum2, device="cuda")
+    assert trainer.grad_scaler is not None
+    trainer.num_iterations_per_epoch = 3
+    trainer.on_train_epoch_start()
+    g = torch.Generator().manual_seed(0)
+    losses = [float(trainer.train_step({"data": torch.randn(2, 2, *PATCH, generator=g)})["loss"]) for _ in range(3)]
+    assert all(np.isfinite(losses))
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.network.parameters())
+    assert all(p.grad is None for p in trainer.network.parameters())
+    trainer.on_validation_epoch_start()
+    out = trainer.validation_step({"data": torch.randn(2, 2, *PATCH, generator=g)})
+    assert np.isfinite(float(out["loss"]))
