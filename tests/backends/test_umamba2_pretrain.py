@@ -32,8 +32,8 @@ from segkit.backends.umamba2.pretrain import (  # noqa: E402
     check_warmup_epochs,
     corrupt,
     cube_mask,
+    fold_unlabelled,
     nnUNetTrainerUMamba2Pretrain,
-    read_unlabelled,
     reconstruction_loss,
     restore,
     warmup_cosine_lr,
@@ -213,15 +213,18 @@ def test_head_restores_the_input_channels_from_the_last_decoder_stage() -> None:
 # Splits
 
 
-def test_read_unlabelled_tolerates_a_missing_key(tmp_path: Path) -> None:
+def test_fold_unlabelled_tolerates_a_missing_key_and_fold(tmp_path: Path) -> None:
+    from segkit.errors import DataError
+
     path = tmp_path / "splits_final.json"
     path.write_text(json.dumps([{"train": ["a"], "val": ["b"], "unlabeled": ["u1", "u2"]}, {"train": [], "val": []}]))
-    assert read_unlabelled(path, 0) == ["u1", "u2"]
-    assert read_unlabelled(path, 1) == []
-    assert read_unlabelled(path, 7) == []
+    assert fold_unlabelled(path, 0) == ["u1", "u2"]
+    assert fold_unlabelled(path, 1) == []  # no "unlabeled" key
+    assert fold_unlabelled(path, 7) == []  # nnU-Net's random 80:20 split: no unlabelled cases
+    assert fold_unlabelled(tmp_path / "absent.json", 0) == []
     path.write_text(json.dumps([{"train": [], "val": [], "unlabeled": "u1"}]))
-    with pytest.raises(ValueError, match="not a list of case ids"):
-        read_unlabelled(path, 0)
+    with pytest.raises(DataError, match="not an nnU-Net splits file"):
+        fold_unlabelled(path, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -44,7 +44,6 @@ final segmentation validation is skipped. Single process only (nnU-Net's DDP wou
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -373,25 +372,22 @@ def restore(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # Splits
 
 
-def read_unlabelled(splits_path: Path | str, fold: int) -> list[str]:
-    """The ``unlabeled`` ids of `fold` in nnU-Net's ``splits_final.json`` (none when the key is absent).
+def fold_unlabelled(splits_path: Path | str, fold: int) -> list[str]:
+    """The unlabelled ids of `fold` in nnU-Net's ``splits_final.json`` (`segkit.data.unlabelled.read_unlabelled`).
+
+    None when the file has no ``unlabeled`` key, and none when it has no such fold (nnU-Net then draws a
+    random 80:20 split of the preprocessed cases instead).
 
     Raises:
-        ValueError: An unreadable file, or an ``unlabeled`` entry that is not a list of ids.
+        DataError: A malformed splits file.
     """
+    from segkit.data.splits import read_splits
+    from segkit.data.unlabelled import read_unlabelled
+
     path = Path(splits_path)
-    try:
-        splits = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        msg = f"{path}: cannot read the splits ({err})"
-        raise ValueError(msg) from err
-    if not isinstance(splits, list) or not 0 <= fold < len(splits) or not isinstance(splits[fold], dict):
+    if not path.is_file() or fold >= len(read_splits(path)):
         return []
-    ids = splits[fold].get("unlabeled", [])
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        msg = f"{path}: fold {fold}'s 'unlabeled' entry is not a list of case ids"
-        raise ValueError(msg)
-    return list(ids)
+    return read_unlabelled(path, fold)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -498,7 +494,7 @@ class nnUNetTrainerUMamba2Pretrain(nnUNetTrainerUMamba2):  # noqa: N801 - nnU-Ne
         if self.fold == "all":  # nnU-Net trains on every preprocessed case: the unlabelled ones are there too
             return train, val
         splits = os.path.join(self.preprocessed_dataset_folder_base, "splits_final.json")
-        unlabelled = read_unlabelled(splits, int(self.fold)) if os.path.isfile(splits) else []
+        unlabelled = fold_unlabelled(splits, int(self.fold))
         images = list(dict.fromkeys([*train, *unlabelled]))
         self.print_to_log_file(
             f"self-supervised pretraining on {len(images)} images ({len(train)} labelled, "
