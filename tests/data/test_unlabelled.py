@@ -356,6 +356,7 @@ def test_plan_preprocesses_unlabelled_cases_and_writes_the_splits(tmp_path: Path
         "prepare.unlabelled_sources": [tmp_path / "out" / "unlabelled"],
         "prepare.workers": 1,
         "plan.num_processes": 1,
+        "plan.verify_dataset_integrity": True,  # nnU-Net's own check accepts the placeholders
         "train.device": "cpu",
     }
     cfg = load_config(flags=flags)
