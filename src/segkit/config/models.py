@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationInfo
 
 from segkit.conventions import OVERLAY_ALPHA, WINDOW_PERCENTILES
+from segkit.metrics.protocols import PROTOCOLS
 
 DATASET_NAME_PATTERN = r"^Dataset\d{3}_[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -392,8 +393,10 @@ class EvalConfig(Strict):
     protocol: Annotated[list[str], BeforeValidator(_one_or_more)] = Field(
         ["brats2024"],
         min_length=1,
-        description="Lesion-wise protocol(s), each file decoded once for all: brats2024 (the official BraTS 2024 "
-        "GLI scorer), brats2025 (BraTS 2025 brats-evaluation/panoptica). A single name in old configs still loads.",
+        description="Lesion-wise protocol(s), each file decoded once for all: "
+        + "; ".join(f"{p.name} ({p.title})" for p in PROTOCOLS.values())
+        + ". A single name in old configs still loads.",
+        json_schema_extra={"items": {"enum": list(PROTOCOLS)}},
     )
     task: str = Field(
         "gli",
