@@ -19,7 +19,6 @@ reference ``nnunet_umamba2.md`` 5.2, no code of the authors' (non-commercially l
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - torch's own convention
 
-UNLABELLED_KEY = "unlabeled"
-"""Key of a fold's unlabelled case ids in ``splits_final.json`` (the recipe's spelling)."""
+from segkit.backends.umamba2.recipe import UNLABELLED_KEY  # noqa: F401 - re-exported for the trainers
 
 
 def unlabelled_probability(epoch: int, num_epochs: int, min_ratio: float = 0.1, max_ratio: float = 0.5) -> float:
@@ -229,26 +227,15 @@ def read_unlabelled_ids(preprocessed_base: str, fold: int | str) -> list[str]:
     Raises:
         ValueError: No splits file, the fold is not in it, or it lists no unlabelled cases.
     """
-    import json
+    from pathlib import Path
 
-    path = os.path.join(preprocessed_base, "splits_final.json")
-    if not os.path.isfile(path):
-        msg = f"{path}: no splits file, so no unlabelled cases"
-        raise ValueError(msg)
-    with open(path) as f:
-        splits = json.load(f)
-    if fold == "all":
-        entries = list(splits)
-    elif isinstance(fold, int) and 0 <= fold < len(splits):
-        entries = [splits[fold]]
-    else:
-        msg = f"{path}: fold {fold} is not in the splits ({len(splits)} folds)"
-        raise ValueError(msg)
-    ids = sorted({str(i) for entry in entries for i in entry.get(UNLABELLED_KEY, [])})
-    if not ids:
-        msg = f"{path}: fold {fold} lists no unlabelled cases (key {UNLABELLED_KEY!r})"
-        raise ValueError(msg)
-    return ids
+    from segkit.backends.umamba2.recipe import unlabelled_ids
+    from segkit.errors import DataError
+
+    try:
+        return unlabelled_ids(Path(preprocessed_base) / "splits_final.json", fold)  # type: ignore[arg-type]
+    except DataError as err:
+        raise ValueError(str(err)) from err
 
 
 def weak_augmentation(trainer: Any) -> Any:
