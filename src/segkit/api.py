@@ -65,6 +65,7 @@ def synth(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Synt
         spacing=cfg.spacing,
         seed=cfg.seed,
         unlabelled=cfg.unlabelled,
+        without_labels=cfg.without_labels,
         start=cfg.start,
         overwrite=cfg.overwrite,
         progress=progress,
@@ -108,6 +109,7 @@ def prepare(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Ex
         nnunet_raw=config.nnunet.raw,
         train_sources=train,
         test_sources=test,
+        unlabelled_sources=list(cfg.unlabelled_sources or ()),
         clean=cfg.clean,
         force=cfg.force,
         layout=get_layout(cfg.layout),
@@ -124,19 +126,18 @@ def splits(config: SegkitConfig) -> SplitsResult:
     """Write nnU-Net's cross-validation folds for a prepared dataset (`segkit data splits`).
 
     The case identifiers are those of ``imagesTr`` in the raw dataset, i.e. exactly the identifiers
-    nnU-Net's trainer would split.
+    nnU-Net's trainer would split; unlabelled cases (``prepare --unlabelled-sources``) are left out of
+    ``train``/``val`` and listed in each fold's ``"unlabeled"``.
     """
-    from segkit.data.nnunet_dataset import dataset_case_ids
-    from segkit.data.splits import write_splits
+    from segkit.data.nnunet_dataset import write_dataset_splits
 
     raw_dir = config.nnunet.dataset_dir("raw", config.dataset)
     if not raw_dir.is_dir():
         msg = f"dataset {config.dataset} is not prepared (no folder {raw_dir})"
         raise DataError(msg, hint="run `segkit data prepare` first")
-    ids = dataset_case_ids(raw_dir)
     cfg = config.splits
     dest = cfg.output or config.nnunet.dataset_dir("preprocessed", config.dataset) / "splits_final.json"
-    return write_splits(ids, dest, n_folds=cfg.folds, seed=cfg.seed, overwrite=cfg.overwrite)
+    return write_dataset_splits(raw_dir, dest, n_folds=cfg.folds, seed=cfg.seed, overwrite=cfg.overwrite)
 
 
 # --------------------------------------------------------------------------- backends
@@ -169,10 +170,17 @@ def backend_and_options(
 
 
 def plan(config: SegkitConfig, *, progress: ProgressSink | None = None) -> PrepareResult:
-    """Plan and preprocess the dataset for a backend (`segkit data plan`; nnU-Net's plan_and_preprocess)."""
+    """Plan and preprocess the dataset for a backend (`segkit data plan`; nnU-Net's plan_and_preprocess).
+
+    A dataset with unlabelled cases gets its ``splits_final.json`` (labelled folds plus ``"unlabeled"``)
+    right after preprocessing, before nnU-Net's first training could write one over every case; an
+    existing file that would let placeholder labels into train/val is refused before any work.
+    """
     from segkit.backends.base import PrepareRequest
     from segkit.progress import NullProgress
 
+    sink = progress or NullProgress()
+    unlabelled = _check_unlabelled_splits(config)
     cfg = config.plan
     backend, options = backend_and_options(config, cfg.backend)
     if not backend.capabilities.prepare:
@@ -187,7 +195,37 @@ def plan(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Prepa
         preprocess=cfg.preprocess,
         gpu_memory_target_gb=cfg.gpu_memory_target,
     )
-    return backend.prepare(request, options, progress=progress or NullProgress())
+    result = backend.prepare(request, options, progress=sink)
+    if unlabelled:
+        _write_unlabelled_splits(config, sink)
+    return result
+
+
+def _check_unlabelled_splits(config: SegkitConfig) -> list[str]:
+    """The dataset's unlabelled case ids, after refusing a splits file that would train on them."""
+    from segkit.data.nnunet_dataset import check_dataset_splits
+
+    raw_dir = config.nnunet.dataset_dir("raw", config.dataset)
+    if not (raw_dir / "dataset.json").is_file():
+        return []  # the backend's own check says what is missing
+    splits_file = config.nnunet.dataset_dir("preprocessed", config.dataset) / "splits_final.json"
+    return check_dataset_splits(raw_dir, splits_file)
+
+
+def _write_unlabelled_splits(config: SegkitConfig, progress: ProgressSink) -> None:
+    """Write the folds of a dataset with unlabelled cases (kept when already right; too few labelled: a note)."""
+    from segkit.data.nnunet_dataset import ensure_dataset_splits
+
+    raw_dir = config.nnunet.dataset_dir("raw", config.dataset)
+    dest = config.nnunet.dataset_dir("preprocessed", config.dataset) / "splits_final.json"
+    try:
+        result = ensure_dataset_splits(raw_dir, dest, n_folds=config.splits.folds, seed=config.splits.seed)
+    except DataError as err:
+        # Too few labelled cases for the folds: --fold all still trains (its trainer keeps the unlabelled out).
+        progress.log(f"no splits_final.json written: {err}")
+        return
+    if result.status != "unchanged":
+        progress.log(f"wrote {dest} (labelled folds, plus the unlabelled cases under 'unlabeled')")
 
 
 def _expand_folds(backend: Backend, dataset: DatasetRef, options: Any, folds: tuple[Fold, ...]) -> tuple[Fold, ...]:

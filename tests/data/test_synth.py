@@ -73,7 +73,7 @@ def test_contrasts_make_labels_learnable() -> None:
 
 def test_write_cohort_layout(tmp_path: Path) -> None:
     result = write_cohort(
-        tmp_path / "root", cases=3, shape=(16, 20, 24), spacing=(1.0, 1.5, 2.0), unlabelled=1, start=7
+        tmp_path / "root", cases=3, shape=(16, 20, 24), spacing=(1.0, 1.5, 2.0), without_labels=1, start=7
     )
     assert result.case_ids == ("BraTS-GLI-00007-000", "BraTS-GLI-00008-000", "BraTS-GLI-00009-000")
     assert result.labelled == result.case_ids[:2]
@@ -112,7 +112,7 @@ def test_overwrite_replaces_an_earlier_cohort(tmp_path: Path) -> None:
 
 def test_bad_counts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="more than --cases"):
-        write_cohort(tmp_path / "root", cases=1, unlabelled=2, shape=(8, 8, 8))
+        write_cohort(tmp_path / "root", cases=1, without_labels=2, shape=(8, 8, 8))
     assert not (tmp_path / "root").exists()
 
 

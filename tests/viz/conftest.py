@@ -15,7 +15,7 @@ from segkit.data.synth import write_cohort
 def viz_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three cases of 24x28x20 voxels at 1x1x1.5 mm (LAS); the last one has no segmentation. Do not modify."""
     root = tmp_path_factory.mktemp("viz") / "training_data"
-    write_cohort(root, cases=3, shape=SHAPE, spacing=SPACING, seed=5, unlabelled=1)
+    write_cohort(root, cases=3, shape=SHAPE, spacing=SPACING, seed=5, without_labels=1)
     return root
 
 

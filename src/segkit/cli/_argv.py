@@ -27,6 +27,7 @@ def _fold(token: str) -> bool:
 MULTI_VALUE_OPTIONS: dict[str, Callable[[str], bool]] = {
     "--train-sources": _any,
     "--test-sources": _any,
+    "--unlabelled-sources": _any,
     "--data-root": _any,
     "--input": _any,
     "-i": _any,

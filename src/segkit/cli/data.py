@@ -94,10 +94,24 @@ def synth(
     with progress_sink(ctx) as sink:
         result = api.synth(cfg, progress=sink)
     if json_out:
-        print_json({"root": str(result.root), "cases": list(result.case_ids), "labelled": list(result.labelled)})
+        print_json(
+            {
+                "root": str(result.root),
+                "cases": list(result.case_ids),
+                "labelled": list(result.labelled),
+                "unlabelled_root": str(result.unlabelled_root) if result.unlabelled_root else None,
+                "unlabelled": list(result.unlabelled),
+            }
+        )
         return
     n, k = len(result.case_ids), len(result.labelled)
     stdout().print(f"wrote {n} case{'s' * (n != 1)} ({k} labelled) to {relpath(result.root)}")
+    if result.unlabelled_root is not None:
+        u = len(result.unlabelled)
+        stdout().print(
+            f"wrote {u} unlabelled case{'s' * (u != 1)} to {relpath(result.unlabelled_root)} "
+            "(pass it to `segkit data prepare --unlabelled-sources`)"
+        )
 
 
 @app.command()
@@ -168,6 +182,8 @@ def _render_check(report: object) -> None:
         for issue in case.issues:
             colour = "red" if issue.severity == "error" else "yellow"
             console.print(f"[{colour}]{issue.severity}[/]: {escape(case.case_id)}: {escape(issue.describe())}")
+    for nested in report.nested:
+        console.print(f"[dim]{escape(nested)}: a data root of its own (not checked here; check it on its own)[/]")
     if report.ok:
         console.print(f"[green]all {len(report.cases)} cases passed[/]")
     else:
@@ -184,6 +200,12 @@ def prepare(
     test_sources: Annotated[
         list[Path] | None,
         typer.Option("--test-sources", help=_d(PrepareConfig, "test_sources"), metavar="DIR...", show_default=False),
+    ] = None,
+    unlabelled_sources: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--unlabelled-sources", help=_d(PrepareConfig, "unlabelled_sources"), metavar="DIR...", show_default=False
+        ),
     ] = None,
     dataset_id: DatasetOpt = None,
     nnunet_raw: Annotated[
@@ -216,6 +238,7 @@ def prepare(
         nnunet__raw=nnunet_raw,
         prepare__train_sources=train_sources,
         prepare__test_sources=test_sources,
+        prepare__unlabelled_sources=unlabelled_sources,
         prepare__clean=clean,
         prepare__force=force,
         prepare__layout=layout,
@@ -233,6 +256,9 @@ def prepare(
     verb = "rebuilt" if result.replaced else "wrote"
     console.print(f"{verb} {relpath(result.dataset_dir)}")
     console.print(f"  training cases: {len(result.training_cases)}")
+    if result.unlabelled_cases:
+        n = len(result.unlabelled_cases)
+        console.print(f"  unlabelled:     {n} (in imagesTr, with all-zero placeholder labels; never in train/val)")
     console.print(f"  test cases:     {len(result.test_cases)} ({len(result.labelled_test_cases)} with labels)")
     converted = f", {result.converted} written anew (.nii compressed, labels renumbered)" if result.converted else ""
     console.print(f"  files:          {result.links} hard links, {result.copies} copies{converted}")
@@ -282,8 +308,12 @@ def splits(
     table.add_column("fold", justify="right")
     table.add_column("train", justify="right")
     table.add_column("val", justify="right")
+    unlabelled = any("unlabeled" in split for split in result.splits)
+    if unlabelled:
+        table.add_column("unlabeled", justify="right")
     for i, split in enumerate(result.splits):
-        table.add_row(str(i), str(len(split["train"])), str(len(split["val"])))
+        extra = [str(len(split.get("unlabeled", [])))] if unlabelled else []
+        table.add_row(str(i), str(len(split["train"])), str(len(split["val"])), *extra)
     console.print(table)
     console.print(f"{result.status}: {relpath(result.path)}")
 

@@ -90,7 +90,15 @@ class SynthConfig(Strict):
         (1.0, 1.0, 1.0), description="Voxel size in mm along X Y Z (each finite and at least 0.001)."
     )
     seed: Seed = Field(0, description="Cohort seed (0 to 2^32-1); a case depends only on the seed and its number.")
-    unlabelled: int = Field(0, ge=0, description="How many of the cases (the last ones) have no -seg file.")
+    unlabelled: int = Field(
+        0,
+        ge=0,
+        description="How many more cases (no -seg) to write into <output>/unlabelled/, a separate root "
+        "for `data prepare --unlabelled-sources`.",
+    )
+    without_labels: int = Field(
+        0, ge=0, description="How many of the cases (the last ones) have no -seg file in the output root itself."
+    )
     start: int = Field(0, ge=0, le=99999, description="Number of the first case, for disjoint cohorts.")
     overwrite: bool = Field(False, description="Replace the output folder if it holds an earlier synthetic cohort.")
 
@@ -130,6 +138,11 @@ class PrepareConfig(Strict):
     verify: bool = Field(True, description="Read and check every file before exporting.")
     regions: bool = Field(
         False, description="Region-based labels (WT, TC, ET, RC as overlapping sigmoid outputs) for nnU-Net."
+    )
+    unlabelled_sources: list[ConfigPath] | None = Field(
+        None,
+        description="Roots of image-only cases (no -seg) for semi-supervised training: exported to imagesTr "
+        "with all-zero placeholder labels and listed in dataset.json's segkit_unlabelled.",
     )
     workers: Workers = 0
 

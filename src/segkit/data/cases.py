@@ -3,7 +3,9 @@
 A data root holds one folder per case, ``<root>/<case>/<case>-{t1c,t1n,t2f,t2w}.nii.gz`` plus
 ``<case>-seg.nii.gz`` for labelled cases (``.nii`` works too; other releases' names come in through a
 `Layout`). Discovery only lists files; it never opens or changes them. Hidden entries and the
-``__MACOSX`` folders that macOS's archiver adds are ignored.
+``__MACOSX`` folders that macOS's archiver adds are ignored, and so is a sub-folder that is a data root
+of its own (it holds a ``.segkit-synth.json`` manifest, like the ``unlabelled/`` cohort that
+``segkit data synth --unlabelled`` writes inside its output): pass such a root explicitly.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from segkit.data.layouts import BRATS2024, CASE_FILE_SUFFIXES, LAYOUTS, Layout
 from segkit.errors import DataError
 
 _IGNORED_FOLDERS = frozenset({"__MACOSX"})
+SYNTH_MANIFEST = ".segkit-synth.json"
+"""Hidden manifest of a root that `segkit data synth` wrote; a sub-folder holding one is a nested root."""
 
 
 def ignored(entry: Path) -> bool:
@@ -92,12 +96,14 @@ class Discovery:
         cases: Every case folder found, in root order then sorted by id.
         stray: Files directly inside a root (roots hold case folders only).
         duplicates: Case id -> folders, for ids found more than once.
+        nested: Sub-folders of a root that are data roots themselves (skipped, see `is_nested_root`).
     """
 
     roots: tuple[Path, ...]
     cases: tuple[Case, ...]
     stray: tuple[Path, ...] = ()
     duplicates: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
+    nested: tuple[Path, ...] = ()
 
     def by_id(self) -> dict[str, Case]:
         """Case id -> case (the first one found for duplicated ids)."""
@@ -105,6 +111,11 @@ class Discovery:
         for case in self.cases:
             out.setdefault(case.case_id, case)
         return out
+
+
+def is_nested_root(folder: Path) -> bool:
+    """Whether a folder inside a data root is a data root of its own (a synthesised one), not a case."""
+    return (folder / SYNTH_MANIFEST).is_file()
 
 
 def _expected_names(case_id: str, layout: Layout) -> dict[str, str]:
@@ -182,6 +193,7 @@ def discover_cases(roots: Sequence[Path], *, layout: Layout = BRATS2024) -> Disc
     """
     cases: list[Case] = []
     stray: list[Path] = []
+    nested: list[Path] = []
     for root in roots:
         root = Path(root)
         if not root.exists():
@@ -193,7 +205,9 @@ def discover_cases(roots: Sequence[Path], *, layout: Layout = BRATS2024) -> Disc
         for entry in sorted(root.iterdir()):
             if ignored(entry):
                 continue
-            if entry.is_dir():
+            if entry.is_dir() and is_nested_root(entry):
+                nested.append(entry)
+            elif entry.is_dir():
                 cases.append(scan_case_folder(entry, root, layout=layout))
             else:
                 stray.append(entry)
@@ -201,7 +215,7 @@ def discover_cases(roots: Sequence[Path], *, layout: Layout = BRATS2024) -> Disc
     for case in cases:
         seen.setdefault(case.case_id, []).append(case.folder)
     duplicates = {cid: tuple(folders) for cid, folders in seen.items() if len(folders) > 1}
-    return Discovery(tuple(Path(r) for r in roots), tuple(cases), tuple(stray), duplicates)
+    return Discovery(tuple(Path(r) for r in roots), tuple(cases), tuple(stray), duplicates, tuple(nested))
 
 
 def existing_roots(candidates: Iterable[str | Path]) -> list[Path]:

@@ -72,6 +72,8 @@ class CheckReport:
     cases: tuple[CaseReport, ...]
     issues: tuple[Issue, ...] = field(default_factory=tuple)
     layout: str = BRATS2024.name
+    nested: tuple[str, ...] = ()
+    """Data roots inside the roots (e.g. ``<root>/unlabelled`` of ``data synth``): not checked here."""
 
     @property
     def ok(self) -> bool:
@@ -103,6 +105,7 @@ class CheckReport:
             "n_errors": self.n_errors(),
             "issues": [asdict(i) for i in self.issues],
             "cases": [{**asdict(c), "ok": c.ok} for c in self.cases],
+            "nested_roots": list(self.nested),
         }
 
 
@@ -225,7 +228,8 @@ def check_discovery(
     check = functools.partial(check_case, require_label=require_labels, affine_tolerance=affine_tolerance)
     reports = map_cases(check, list(discovery.cases), workers=workers, progress=progress, description="checking cases")
     layout = discovery.cases[0].layout.name if discovery.cases else BRATS2024.name
-    return CheckReport(tuple(str(r) for r in discovery.roots), tuple(reports), tuple(issues), layout)
+    nested = tuple(str(p) for p in discovery.nested)
+    return CheckReport(tuple(str(r) for r in discovery.roots), tuple(reports), tuple(issues), layout, nested)
 
 
 def check_roots(

@@ -5,7 +5,7 @@ Layout written (nnU-Net v2 "raw" format)::
     <nnUNet_raw>/DatasetNNN_Name/
         dataset.json
         imagesTr/<case>_0000.nii.gz ... _0003.nii.gz    # 0 t1n, 1 t1c, 2 t2w, 3 t2f
-        labelsTr/<case>.nii.gz
+        labelsTr/<case>.nii.gz                         # all zero for an unlabelled case (a placeholder)
         imagesTs/...                                   # test cases, when any
         labelsTs/<case>.nii.gz                         # labelled test cases, when any
 
@@ -17,6 +17,9 @@ failure leaves no partial dataset; a claim file per dataset number (``.segkit-Da
 concurrent runs on one number fail fast instead of building two datasets nnU-Net cannot tell apart.
 A marker file (``.segkit_dataset.json``) records that segkit built the folder, so that only such a folder
 is ever replaced without ``--force``.
+
+Unlabelled cases (``--unlabelled-sources``) go into ``imagesTr`` too, with a placeholder segmentation
+and their ids in ``dataset.json``'s ``segkit_unlabelled`` (see `segkit.data.unlabelled`).
 """
 
 from __future__ import annotations
@@ -35,11 +38,21 @@ import numpy as np
 from segkit.conventions import (
     NIFTI_EXT,
     NNUNET_CHANNEL_ORDER,
+    SEG_SUFFIX,
     nnunet_image_file,
 )
 from segkit.data.cases import Case, discover_cases
 from segkit.data.check import DEFAULT_AFFINE_TOLERANCE, check_case
 from segkit.data.layouts import BRATS2024, Layout
+from segkit.data.splits import (
+    NNUNET_N_FOLDS,
+    NNUNET_SPLIT_SEED,
+    SplitsResult,
+    read_splits,
+    refuse_stale_splits,
+    write_splits,
+)
+from segkit.data.unlabelled import SPLITS_KEY, UNLABELLED_KEY, unlabelled_ids, write_placeholder_segmentation
 from segkit.errors import ConfigError, DataError, OutputError
 from segkit.io import (
     exclusive_claim,
@@ -154,6 +167,7 @@ class PrepareResult:
     sources: dict[str, list[str]] = field(default_factory=dict)
     converted: int = 0
     warnings: tuple[str, ...] = ()
+    unlabelled_cases: tuple[str, ...] = ()
 
 
 def build_dataset_json(
@@ -166,12 +180,15 @@ def build_dataset_json(
     version: str,
     regions: bool = False,
     layout: Layout = BRATS2024,
+    unlabelled: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ``dataset.json`` nnU-Net needs, plus a ``segkit`` section other backends read.
 
     The ``segkit`` section records the channel order, the label convention (and, for a release whose
     labels were renumbered, the map from its labels to those written) and the case lists, so the MONAI
-    backend can find the test cases and map channels without guessing.
+    backend can find the test cases and map channels without guessing. `training` holds the labelled
+    training cases; `unlabelled` cases are in ``imagesTr`` too (``numTraining`` counts them) and are
+    listed under ``segkit_unlabelled`` (only when there are any).
     """
     _, name = parse_dataset_name(dataset)
     has_rc = "RC" in layout.labels
@@ -197,9 +214,10 @@ def build_dataset_json(
         "channel_names": {str(i): m for i, m in enumerate(NNUNET_CHANNEL_ORDER)},
         "labels": labels,
         **extra,
-        "numTraining": len(training),
+        "numTraining": len(training) + len(unlabelled),
         "numTest": len(test),
         "file_ending": NIFTI_EXT,
+        **({UNLABELLED_KEY: sorted(unlabelled)} if unlabelled else {}),
         "segkit": {
             "version": version,
             **convention,
@@ -258,6 +276,7 @@ def prepare_dataset(
     nnunet_raw: Path,
     train_sources: Sequence[Path],
     test_sources: Sequence[Path] = (),
+    unlabelled_sources: Sequence[Path] = (),
     clean: bool = False,
     require_test_labels: bool = False,
     verify: bool = True,
@@ -275,6 +294,8 @@ def prepare_dataset(
         nnunet_raw: The nnU-Net raw root (the dataset folder is created inside it).
         train_sources: Roots of labelled training cases (four modalities and ``-seg`` each).
         test_sources: Roots of test cases; ``-seg`` optional unless `require_test_labels`.
+        unlabelled_sources: Roots of unlabelled training cases (four modalities, no ``-seg``): exported to
+            ``imagesTr`` with an all-zero placeholder in ``labelsTr`` and listed in ``segkit_unlabelled``.
         clean: Replace an existing dataset folder even if it holds cases that are no longer in the sources
             (only a folder segkit built, see `force`).
         require_test_labels: Every test case must have ``-seg`` (all go to ``labelsTs``).
@@ -288,8 +309,9 @@ def prepare_dataset(
             consecutive values when the layout says so, into new files).
 
     Raises:
-        ConfigError: Bad dataset id, no training sources, or a folder given both as training and test source.
-        DataError: Missing or bad files, duplicate case ids; nothing is written.
+        ConfigError: Bad dataset id, no training sources, or a folder given in two roles.
+        DataError: Missing or bad files, duplicate case ids (also between labelled and unlabelled cases),
+            a training case without ``-seg``, an unlabelled case with one; nothing is written.
         OutputError: The dataset folder is not writable, overlaps a data root, is a file, holds stale cases,
             was not built by segkit, or another run is preparing the same dataset number.
     """
@@ -302,9 +324,14 @@ def prepare_dataset(
     if both:
         msg = f"{both[0]}: given both as a training and as a test source"
         raise ConfigError(msg, hint="a case is either for training or for testing; pass distinct folders")
+    for role, given in (("training", train_sources), ("test", test_sources)):
+        both = [u for u in unlabelled_sources if any(_same_folder(u, r) for r in given)]
+        if both:
+            msg = f"{both[0]}: given both as an unlabelled and as a {role} source"
+            raise ConfigError(msg, hint="pass image-only cases in --unlabelled-sources only")
     nnunet_raw = Path(nnunet_raw)
     dest = nnunet_raw / dataset
-    all_roots = [*train_sources, *test_sources]
+    all_roots = [*train_sources, *test_sources, *unlabelled_sources]
     refuse_inside(dest, all_roots, what="data root", containing=True, hint="choose another --nnunet-raw")
     if dest.exists() and not dest.is_dir():
         msg = f"{dest}: exists and is a file, not a dataset folder"
@@ -312,7 +339,8 @@ def prepare_dataset(
 
     train = discover_cases(train_sources, layout=layout)
     test = discover_cases(test_sources, layout=layout) if test_sources else None
-    everything = [*train.cases, *(test.cases if test else ())]
+    extra = discover_cases(unlabelled_sources, layout=layout).cases if unlabelled_sources else ()
+    everything = [*train.cases, *(test.cases if test else ()), *extra]
     seen: dict[str, Path] = {}
     for case in everything:
         if case.case_id in seen:
@@ -323,6 +351,11 @@ def prepare_dataset(
         roots = ", ".join(str(r) for r in train_sources)
         msg = f"no case folders found in the training sources ({roots})"
         raise DataError(msg)
+    if unlabelled_sources and not extra:
+        roots = ", ".join(str(r) for r in unlabelled_sources)
+        msg = f"no case folders found in the unlabelled sources ({roots})"
+        raise DataError(msg)
+    _refuse_mixed_roles(train.cases, extra)
 
     with (
         output_dirs([nnunet_raw]),
@@ -354,13 +387,19 @@ def prepare_dataset(
                 progress=progress,
                 role="test",
             )
+        if extra:
+            warnings += _validate(
+                extra, require_label=False, verify=verify, workers=workers, progress=progress, role="unlabelled"
+            )
         return _build(
             dest,
             dataset,
             train.cases,
             list(test.cases) if test is not None else [],
+            unlabelled_cases=extra,
             train_sources=train_sources,
             test_sources=test_sources,
+            unlabelled_sources=unlabelled_sources,
             version=version,
             regions=regions,
             layout=layout,
@@ -368,6 +407,24 @@ def prepare_dataset(
             warnings=warnings,
             progress=progress,
         )
+
+
+def _refuse_mixed_roles(train: Sequence[Case], unlabelled: Sequence[Case]) -> None:
+    """Raise for a labelled training case without ``-seg`` or an unlabelled case with one (cheap: names only).
+
+    An unlabelled case's placeholder would silently replace its real labels, and a training case without
+    labels would make nnU-Net fail at preprocessing; both are refused before anything is written.
+    """
+    for case in train:
+        # A case with other problems (a missing modality, another layout) gets those reported by `_validate`.
+        if case.seg is None and SEG_SUFFIX not in case.unusable and not case.file_problems():
+            msg = f"{case.case_id}: {case.expected_file(SEG_SUFFIX)}: missing segmentation (training cases need labels)"
+            raise DataError(msg, hint="pass image-only cases with --unlabelled-sources")
+    for case in unlabelled:
+        seg = case.seg or case.unusable.get(SEG_SUFFIX, (None, ""))[0]
+        if seg is not None:
+            msg = f"{case.case_id}: {seg}: an unlabelled source case has a segmentation"
+            raise DataError(msg, hint="pass labelled cases with --train-sources, or remove the file from the copy")
 
 
 def _same_folder(a: Path, b: Path) -> bool:
@@ -383,8 +440,10 @@ def _build(
     train_cases: Sequence[Case],
     test_cases: Sequence[Case],
     *,
+    unlabelled_cases: Sequence[Case] = (),
     train_sources: Sequence[Path],
     test_sources: Sequence[Path],
+    unlabelled_sources: Sequence[Path] = (),
     version: str,
     regions: bool,
     layout: Layout,
@@ -394,19 +453,22 @@ def _build(
 ) -> PrepareResult:
     """Write the dataset into a staging folder and put it in place of `dest`."""
     labelled_test = [c for c in test_cases if c.seg is not None]
-    counts = {"link": 0, "copy": 0, "converted": 0}
+    counts = {"link": 0, "copy": 0, "converted": 0, "placeholder": 0}
     sources = {
         "train": [str(Path(r).resolve()) for r in train_sources],
         "test": [str(Path(r).resolve()) for r in test_sources],
     }
+    if unlabelled_sources:
+        sources["unlabelled"] = [str(Path(r).resolve()) for r in unlabelled_sources]
     with staged_dir(dest) as stage:
-        progress.start("linking files", total=len(train_cases) + len(test_cases))
+        progress.start("linking files", total=len(train_cases) + len(test_cases) + len(unlabelled_cases))
         try:
-            for subset, cases in (("Tr", train_cases), ("Ts", test_cases)):
+            groups = (("Tr", train_cases), ("Tr", unlabelled_cases), ("Ts", test_cases))
+            for subset, cases in groups:
                 if not cases:
                     continue
                 images = stage / f"images{subset}"
-                images.mkdir()
+                images.mkdir(exist_ok=True)
                 labels = stage / f"labels{subset}"
                 for case in cases:
                     for channel, modality in enumerate(NNUNET_CHANNEL_ORDER):
@@ -415,6 +477,13 @@ def _build(
                     if case.seg is not None:
                         labels.mkdir(exist_ok=True)
                         counts[_export_labels(case.seg, labels / f"{case.case_id}{NIFTI_EXT}", layout)] += 1
+                    elif cases is unlabelled_cases:
+                        # nnU-Net loads a label file for every imagesTr case; this one is never trained on
+                        # (splits_final.json keeps it out of train/val).
+                        labels.mkdir(exist_ok=True)
+                        first = case.images[NNUNET_CHANNEL_ORDER[0]]
+                        write_placeholder_segmentation(first, labels / f"{case.case_id}{NIFTI_EXT}")
+                        counts["placeholder"] += 1
                     progress.advance()
         finally:
             progress.finish()
@@ -427,6 +496,7 @@ def _build(
             version=version,
             regions=regions,
             layout=layout,
+            unlabelled=[c.case_id for c in unlabelled_cases],
         )
         write_json(stage / "dataset.json", meta)
         write_json(stage / MARKER, {"generator": "segkit data prepare", "version": version, "dataset": dataset})
@@ -441,6 +511,7 @@ def _build(
         sources=sources,
         converted=counts["converted"],
         warnings=tuple(warnings),
+        unlabelled_cases=tuple(sorted(c.case_id for c in unlabelled_cases)),
     )
 
 
@@ -502,3 +573,80 @@ def _refuse_stale(dest: Path, new_ids: set[str]) -> None:
         shown = ", ".join(stale[:3]) + (", ..." if len(stale) > 3 else "")
         msg = f"{dest}: {len(stale)} case(s) from an earlier run are not in the sources ({shown})"
         raise OutputError(msg, hint="pass --clean to rebuild the dataset without them")
+
+
+def write_dataset_splits(
+    dataset_dir: Path,
+    dest: Path,
+    *,
+    n_folds: int = NNUNET_N_FOLDS,
+    seed: int = NNUNET_SPLIT_SEED,
+    overwrite: bool = False,
+) -> SplitsResult:
+    """Write the folds of a prepared raw dataset: nnU-Net's, of its labelled cases when it has unlabelled ones.
+
+    The ids are those of ``imagesTr`` (what nnU-Net's trainer would split); the unlabelled ones come from
+    ``dataset.json`` and go into each fold's ``"unlabeled"`` list instead of ``train``/``val``.
+
+    Raises:
+        DataError: The dataset is not prepared, or has too few (labelled) cases for the folds.
+        OutputError: `dest` holds other folds (see `write_splits`).
+    """
+    ids = dataset_case_ids(dataset_dir)
+    unlabelled = unlabelled_ids(read_dataset_json(dataset_dir))
+    missing = sorted(set(unlabelled) - set(ids))
+    if missing:
+        msg = f"{dataset_dir}: dataset.json lists unlabelled case {missing[0]}, which is not in imagesTr"
+        raise DataError(msg, hint="re-run `segkit data prepare`")
+    return write_splits(ids, dest, unlabelled=unlabelled, n_folds=n_folds, seed=seed, overwrite=overwrite)
+
+
+def check_dataset_splits(dataset_dir: Path, dest: Path) -> list[str]:
+    """Refuse an existing splits file that does not keep the dataset's unlabelled cases out of train/val.
+
+    Returns:
+        The dataset's unlabelled case ids ([]: nothing to check).
+
+    Raises:
+        DataError: `dest` is not a splits file.
+        OutputError: `dest` has no ``"unlabeled"`` lists, puts an unlabelled case into ``train``/``val``,
+            or lists other unlabelled cases than the dataset has (it was written for an earlier export).
+    """
+    unlabelled = unlabelled_ids(read_dataset_json(dataset_dir))
+    if not unlabelled or not (dest.exists() or dest.is_symlink()):
+        return unlabelled
+    existing = read_splits(dest)
+    if not any(SPLITS_KEY in split for split in existing):
+        refuse_stale_splits(dest, len(unlabelled))
+    hint = "rewrite it with `segkit data splits --overwrite`"
+    for fold, split in enumerate(existing):
+        leaked = sorted((set(split["train"]) | set(split["val"])) & set(unlabelled))
+        if leaked:
+            msg = f"{dest}: fold {fold} has unlabelled case {leaked[0]} in train/val"
+            raise OutputError(msg, hint=hint)
+        if sorted(split.get(SPLITS_KEY, [])) != unlabelled:
+            msg = f"{dest}: fold {fold}'s {SPLITS_KEY!r} list is not the dataset's {len(unlabelled)} unlabelled cases"
+            raise OutputError(msg, hint=hint)
+    return unlabelled
+
+
+def ensure_dataset_splits(
+    dataset_dir: Path,
+    dest: Path,
+    *,
+    n_folds: int = NNUNET_N_FOLDS,
+    seed: int = NNUNET_SPLIT_SEED,
+) -> SplitsResult:
+    """Keep a usable splits file (`check_dataset_splits`), else write the dataset's (`write_dataset_splits`).
+
+    This is what runs before nnU-Net could write its own file over every preprocessed case, placeholders
+    included.
+
+    Raises:
+        DataError: The dataset is not prepared, or has too few (labelled) cases for the folds.
+        OutputError: An existing file that `check_dataset_splits` refuses.
+    """
+    check_dataset_splits(dataset_dir, dest)
+    if dest.is_file():
+        return SplitsResult(dest, read_splits(dest), "unchanged")
+    return write_dataset_splits(dataset_dir, dest, n_folds=n_folds, seed=seed)

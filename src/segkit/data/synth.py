@@ -12,7 +12,9 @@ field of view, so any shape and spacing give a whole head:
   RC dark on t1/t2f and bright on t2w), smooth texture, a multiplicative bias field and Gaussian noise.
 
 Images are written as int16 (scaled by 1000), labels as uint8, with an LAS affine like the MNI grid of
-the BraTS 2024 release.
+the BraTS 2024 release. An unlabelled cohort (``--unlabelled K``: K more cases, numbered after the
+labelled ones, written without ``-seg``) goes to its own data root ``<output>/unlabelled/``, which case
+discovery of ``<output>`` skips (it holds its own manifest), so ``<output>`` stays a labelled root.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from segkit.conventions import MODALITIES, SEG_SUFFIX, modality_file
+from segkit.data.cases import SYNTH_MANIFEST as SYNTH_MANIFEST  # re-exported: the manifest is synth's
 from segkit.errors import ConfigError, OutputError
 from segkit.io import staged_dir, write_json, write_volume
 from segkit.progress import NullProgress, ProgressSink
@@ -46,8 +49,8 @@ _CHANNELS = ("t1n", "t1c", "t2w", "t2f")
 _INTENSITY_SCALE = 1000.0
 _NOISE_SD = 0.025
 _CASE_ID = "BraTS-GLI-{number:05d}-000"
-SYNTH_MANIFEST = ".segkit-synth.json"
-"""Hidden manifest in a synthesised root (hidden files are ignored by case discovery)."""
+UNLABELLED_ROOT = "unlabelled"
+"""Sub-folder of a synthesised root that holds its unlabelled cohort (a data root of its own)."""
 
 
 @dataclass(frozen=True)
@@ -211,11 +214,21 @@ def _add_lesions(
 
 @dataclass(frozen=True)
 class SynthResult:
-    """What `write_cohort` wrote."""
+    """What `write_cohort` wrote.
+
+    Attributes:
+        root: The data root.
+        case_ids: The cases in `root`.
+        labelled: Those of them with ``-seg``.
+        unlabelled_root: ``<root>/unlabelled`` when an unlabelled cohort was written, else None.
+        unlabelled: The cases in `unlabelled_root` (no ``-seg``).
+    """
 
     root: Path
     case_ids: tuple[str, ...]
     labelled: tuple[str, ...]
+    unlabelled_root: Path | None = None
+    unlabelled: tuple[str, ...] = ()
 
 
 def write_cohort(
@@ -226,6 +239,7 @@ def write_cohort(
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     seed: int = 0,
     unlabelled: int = 0,
+    without_labels: int = 0,
     start: int = 0,
     overwrite: bool = False,
     progress: ProgressSink | None = None,
@@ -239,7 +253,10 @@ def write_cohort(
         shape: Voxels along X, Y, Z.
         spacing: Millimetres per voxel.
         seed: Cohort seed; the same seed and case number always give the same case.
-        unlabelled: How many of the cases (the last ones) are written without ``-seg``.
+        unlabelled: How many more cases (numbered after the `cases`) to write, without ``-seg``, into the
+            separate data root ``<output>/unlabelled/`` (for ``segkit data prepare --unlabelled-sources``).
+        without_labels: How many of the `cases` (the last ones) are written without ``-seg`` in `output`
+            itself (a mixed root, as some releases ship).
         start: Number of the first case, so that two cohorts can have disjoint ids.
         overwrite: Replace `output` if it exists and is not empty.
         progress: Progress sink (one step per case).
@@ -249,9 +266,15 @@ def write_cohort(
         ConfigError: Inconsistent counts.
         OutputError: `output` exists and is not empty (without `overwrite`), or is not writable.
     """
-    if unlabelled > cases:
-        msg = f"--unlabelled {unlabelled} is more than --cases {cases}"
+    if without_labels > cases:
+        msg = f"{without_labels} cases without labels is more than --cases {cases}"
         raise ConfigError(msg)
+    if unlabelled < 0 or without_labels < 0:
+        msg = "case counts cannot be negative"
+        raise ConfigError(msg)
+    if start + cases + unlabelled - 1 > 99999:
+        msg = f"case numbers {start}..{start + cases + unlabelled - 1} do not fit the 5-digit BraTS ids"
+        raise ConfigError(msg, hint="lower --start, --cases or --unlabelled")
     if min(shape) < 8:
         msg = f"shape {tuple(shape)} is too small; every axis needs at least 8 voxels"
         raise ConfigError(msg)
@@ -268,34 +291,60 @@ def write_cohort(
             msg = f"{output}: not a synthetic cohort written by segkit; refusing to replace it"
             raise OutputError(msg, hint="choose another folder")
     progress = progress or NullProgress()
-    ids: list[str] = []
-    labelled: list[str] = []
-    manifest: dict[str, Any] = {
+    settings: dict[str, Any] = {
         "generator": "segkit data synth",
         "version": version,
         "seed": seed,
         "shape": list(shape),
         "spacing": list(spacing),
-        "cases": {},
     }
     with staged_dir(output) as stage:
-        progress.start("synthesising cases", total=cases)
+        progress.start("synthesising cases", total=cases + unlabelled)
         try:
-            for i in range(cases):
-                case = generate_case(start + i, shape=shape, spacing=spacing, seed=seed)
-                folder = stage / case.case_id
-                folder.mkdir()
-                for modality in MODALITIES:
-                    image = np.round(case.images[modality] * _INTENSITY_SCALE).astype(np.int16)
-                    write_volume(folder / modality_file(case.case_id, modality), image, case.affine)
-                has_label = i < cases - unlabelled
-                if has_label:
-                    write_volume(folder / modality_file(case.case_id, SEG_SUFFIX), case.labels, case.affine)
-                    labelled.append(case.case_id)
-                ids.append(case.case_id)
-                manifest["cases"][case.case_id] = {**case.features, "labelled": has_label}
-                progress.advance()
+            n_labelled = cases - without_labels
+            numbers = range(start, start + cases)
+            ids, labelled, manifest = _write_cases(stage, numbers, n_labelled, shape, spacing, seed, progress)
+            extra: tuple[str, ...] = ()
+            if unlabelled:
+                sub = stage / UNLABELLED_ROOT
+                sub.mkdir()
+                numbers = range(start + cases, start + cases + unlabelled)
+                extra, _, sub_manifest = _write_cases(sub, numbers, 0, shape, spacing, seed, progress)
+                write_json(sub / SYNTH_MANIFEST, {**settings, "cases": sub_manifest})
         finally:
             progress.finish()
-        write_json(stage / SYNTH_MANIFEST, manifest)
-    return SynthResult(output, tuple(ids), tuple(labelled))
+        top: dict[str, Any] = {**settings, "cases": manifest}
+        if unlabelled:
+            top["unlabelled_root"] = UNLABELLED_ROOT
+        write_json(stage / SYNTH_MANIFEST, top)
+    return SynthResult(output, ids, labelled, output / UNLABELLED_ROOT if unlabelled else None, extra)
+
+
+def _write_cases(
+    folder: Path,
+    numbers: range,
+    n_labelled: int,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    seed: int,
+    progress: ProgressSink,
+) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]:
+    """Write cases `numbers` into `folder`, the first `n_labelled` with ``-seg``; return ids, labelled, manifest."""
+    ids: list[str] = []
+    labelled: list[str] = []
+    manifest: dict[str, Any] = {}
+    for i, number in enumerate(numbers):
+        case = generate_case(number, shape=shape, spacing=spacing, seed=seed)
+        case_dir = folder / case.case_id
+        case_dir.mkdir()
+        for modality in MODALITIES:
+            image = np.round(case.images[modality] * _INTENSITY_SCALE).astype(np.int16)
+            write_volume(case_dir / modality_file(case.case_id, modality), image, case.affine)
+        has_label = i < n_labelled
+        if has_label:
+            write_volume(case_dir / modality_file(case.case_id, SEG_SUFFIX), case.labels, case.affine)
+            labelled.append(case.case_id)
+        ids.append(case.case_id)
+        manifest[case.case_id] = {**case.features, "labelled": has_label}
+        progress.advance()
+    return tuple(ids), tuple(labelled), manifest

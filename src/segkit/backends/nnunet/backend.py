@@ -235,6 +235,7 @@ class NnUNetBackend:
         if data_id and not (dataset.preprocessed_dir / data_id).is_dir():
             msg = f"configuration {opts.configuration} of {dataset.name} is planned but not preprocessed"
             raise DataError(msg, hint=f"run `segkit data plan --configurations {opts.configuration}`")
+        self._check_unlabelled(request, opts)
         if request.fold != "all":
             ids = _preprocessed_ids(dataset, data_id)
             if not isinstance(request.fold, int) or request.fold < 0:
@@ -286,6 +287,36 @@ class NnUNetBackend:
             if available < opts.num_gpus:
                 msg = f"--num-gpus {opts.num_gpus} requested but only {available} CUDA device(s) are visible"
                 raise BackendError(msg)
+
+    def trains_on_unlabelled(self, opts: NnUNetOptions) -> bool:
+        """Whether the trainer of `opts` keeps unlabelled cases out of its supervised loss by itself.
+
+        Only such a trainer (a semi-supervised stage) may train ``--fold all`` on a dataset with
+        unlabelled cases: nnU-Net's fold ``all`` trains on every preprocessed case, placeholder labels
+        included. Default: no.
+        """
+        return False
+
+    def _check_unlabelled(self, request: TrainRequest, opts: NnUNetOptions) -> None:
+        """Refuse a training that would learn the placeholder labels of unlabelled cases."""
+        from segkit.data.nnunet_dataset import check_dataset_splits, dataset_case_ids
+        from segkit.data.splits import folds_with_unlabelled
+
+        dataset = request.dataset
+        if not (dataset.raw_dir / "dataset.json").is_file():
+            return
+        unlabelled = check_dataset_splits(dataset.raw_dir, dataset.splits_file)
+        if not unlabelled:
+            return
+        if request.fold == "all":
+            if not self.trains_on_unlabelled(opts):
+                msg = (
+                    f"--fold all would train on the all-zero placeholder labels of the {len(unlabelled)} "
+                    f"unlabelled case(s) of {dataset.name}"
+                )
+                raise ConfigError(msg, hint="train a cross-validation fold, whose splits leave them out")
+        elif not dataset.splits_file.is_file():
+            folds_with_unlabelled(dataset_case_ids(dataset.raw_dir), unlabelled)  # too few labelled: say so now
 
     def _check_predict(self, request: PredictRequest, opts: NnUNetOptions) -> None:
         if opts.mirror_axes is not None and not opts.test_time_mirroring:
@@ -426,13 +457,13 @@ class NnUNetBackend:
         opts = self.options_of(options)
         self.check(request, opts)
         dataset = request.dataset
-        if request.fold != "all" and not dataset.splits_file.is_file():
+        if request.fold != "all":
             # nnU-Net would write the same file on first use; writing it here makes the folds visible
-            # (and shared with other backends) before any training starts.
-            from segkit.data.nnunet_dataset import dataset_case_ids
-            from segkit.data.splits import write_splits
+            # (and shared with other backends) before any training starts, and keeps unlabelled cases
+            # (placeholder labels) out of train/val, where nnU-Net's own file would put them.
+            from segkit.data.nnunet_dataset import ensure_dataset_splits
 
-            write_splits(dataset_case_ids(dataset.raw_dir), dataset.splits_file)
+            ensure_dataset_splits(dataset.raw_dir, dataset.splits_file)
         trainer = layout.write_trainer_module(dataset, opts, self.trainer_modules)
         model = layout.model_dir(dataset, opts)
         fold = layout.fold_dir(model, request.fold)
