@@ -22,7 +22,7 @@ from segkit.backends.nnunet import layout
 from segkit.backends.nnunet.backend import CHECKPOINTS, NnUNetBackend
 from segkit.backends.nnunet.options import NnUNetOptions
 from segkit.backends.umamba2.options import RECIPES, SEMI_STAGES, TRAINER_MODULES, UMamba2Options
-from segkit.errors import ConfigError, MissingDependencyError
+from segkit.errors import ConfigError, DataError, MissingDependencyError
 from segkit.progress import ProgressSink
 
 
@@ -120,13 +120,28 @@ class UMamba2Backend(NnUNetBackend):
         super()._check_train(request, opts)
         own = self._own(opts)
         if own.stage in SEMI_STAGES:
-            self._check_unlabelled(request, own)
+            self._check_semi_data(request, own)
 
-    def _check_unlabelled(self, request: TrainRequest, opts: UMamba2Options) -> None:
+    def trains_on_unlabelled(self, opts: NnUNetOptions) -> bool:
+        """The pretraining and semi-supervised stages keep placeholder labels out of every loss themselves."""
+        own = self._own(opts)
+        return own.recipe is not None or own.stage in ("pretrain", *SEMI_STAGES)
+
+    def _check_semi_data(self, request: TrainRequest, opts: UMamba2Options) -> None:
         """The semi-supervised stages need the fold's unlabelled cases, preprocessed."""
         from segkit.backends.umamba2.recipe import check_unlabelled_preprocessed, unlabelled_ids
 
-        ids = unlabelled_ids(request.dataset.splits_file, request.fold)
+        dataset = request.dataset
+        if dataset.splits_file.is_file() or not (dataset.raw_dir / "dataset.json").is_file():
+            ids = unlabelled_ids(dataset.splits_file, request.fold)
+        else:
+            # no splits yet: training writes them with every unlabelled case of dataset.json in each fold
+            from segkit.data.unlabelled import dataset_unlabelled_ids
+
+            ids = dataset_unlabelled_ids(dataset.raw_dir)
+            if not ids:
+                msg = f"{dataset.raw_dir / 'dataset.json'}: the dataset has no unlabelled cases"
+                raise DataError(msg, hint="add them with `segkit data prepare --unlabelled-sources DIR` and plan again")
         plans = layout.read_plans(request.dataset, opts)
         check_unlabelled_preprocessed(
             request.dataset, layout.configuration_data_identifier(plans, opts.configuration), ids
@@ -166,7 +181,7 @@ class UMamba2Backend(NnUNetBackend):
             layout.fold_dir(result.model_dir, request.fold),
             stage=stage,
             trainer=layout.derived_trainer_name(opts),
-            started_from=str(opts.pretrained_weights) if opts.pretrained_weights else None,
+            started_from=str(Path(opts.pretrained_weights).resolve()) if opts.pretrained_weights else None,
             recipe=None,
             resumed=opts.continue_training,
         )
@@ -181,7 +196,7 @@ class UMamba2Backend(NnUNetBackend):
         for stage in stages:
             if stage in SEMI_STAGES:
                 # before the first stage starts: a recipe that cannot finish does not begin
-                self._check_unlabelled(request, opts.for_stage(stage))
+                self._check_semi_data(request, opts.for_stage(stage))
         previous: Path | None = Path(opts.pretrained_weights) if opts.pretrained_weights else None
         result: TrainResult | None = None
         for i, stage in enumerate(stages):
@@ -212,7 +227,7 @@ class UMamba2Backend(NnUNetBackend):
                     fold,
                     stage=stage,
                     trainer=layout.derived_trainer_name(staged),
-                    started_from=str(staged.pretrained_weights) if staged.pretrained_weights else None,
+                    started_from=str(Path(staged.pretrained_weights).resolve()) if staged.pretrained_weights else None,
                     recipe=opts.recipe,
                     resumed=resume,
                 )

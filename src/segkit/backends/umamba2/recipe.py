@@ -15,10 +15,8 @@ from typing import Any
 from segkit.backends.base import DatasetRef, Fold
 from segkit.backends.nnunet import layout
 from segkit.backends.umamba2.options import STAGE_TRAINERS, UMamba2Options
+from segkit.data.unlabelled import SPLITS_KEY as UNLABELLED_KEY
 from segkit.errors import DataError
-
-UNLABELLED_KEY = "unlabeled"
-"""Key of a fold's unlabelled case ids in ``splits_final.json`` (the recipe's spelling)."""
 
 RECORD = "segkit_stage.json"
 """The record, in each fold folder of a stage's model, of the stage and the weights it started from."""
