@@ -333,3 +333,72 @@ def test_check_and_stats_on_a_synthesised_root_with_its_unlabelled_cohort(synthe
     assert result.code == 0, result.err
     summary = json.loads(result.out)["summary"]
     assert (summary["cases"], summary["labelled"], summary["unlabelled"]) == (3, 0, 3)
+
+
+# --------------------------------------------------------------------------- nnU-Net for real (slow)
+
+
+@pytest.mark.slow
+def test_plan_preprocesses_unlabelled_cases_and_writes_the_splits(tmp_path: Path) -> None:
+    """5 labelled + 2 unlabelled 32^3 cases through nnU-Net's fingerprint, planning and preprocessing."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from segkit import api
+    from segkit.config import load_config
+
+    write_cohort(tmp_path / "out", cases=5, unlabelled=2, shape=(32, 32, 32), seed=3)
+    flags = {
+        "nnunet.raw": tmp_path / "raw",
+        "nnunet.preprocessed": tmp_path / "pre",
+        "nnunet.results": tmp_path / "res",
+        "prepare.train_sources": [tmp_path / "out"],
+        "prepare.test_sources": [],
+        "prepare.unlabelled_sources": [tmp_path / "out" / "unlabelled"],
+        "prepare.workers": 1,
+        "plan.num_processes": 1,
+        "train.device": "cpu",
+    }
+    cfg = load_config(flags=flags)
+    exported = api.prepare(cfg)
+    unlabelled = list(exported.unlabelled_cases)
+    assert unlabelled == ["BraTS-GLI-00005-000", "BraTS-GLI-00006-000"]
+    assert api.plan(cfg).configurations == ("3d_fullres",)
+    base = tmp_path / "pre" / DATASET
+    folder = base / "nnUNetPlans_3d_fullres"
+    for case in unlabelled:
+        assert {p.name for p in folder.glob(f"{case}*")} == {f"{case}.b2nd", f"{case}.pkl", f"{case}_seg.b2nd"}
+        assert (base / "gt_segmentations" / f"{case}.nii.gz").is_file()
+    # nnU-Net copied dataset.json, segkit's key included
+    assert unlabelled_ids(json.loads((base / "dataset.json").read_text())) == unlabelled
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    dataset = infer_dataset_class(str(folder))(str(folder))
+    _, seg, _, properties = dataset.load_case(unlabelled[0])
+    assert np.asarray(seg).max() <= 0  # background (0) and nnU-Net's outside-the-head (-1) only
+    assert all(len(v) == 0 for v in properties["class_locations"].values())  # never a foreground patch
+    labelled = [f"BraTS-GLI-{i:05d}-000" for i in range(5)]
+    written = read_splits(base / "splits_final.json")
+    assert [{"train": f["train"], "val": f["val"]} for f in written] == nnunet_splits(labelled)
+    assert all(f[SPLITS_KEY] == unlabelled for f in written)
+    for fold in (0, 3):
+        trainer = SimpleNamespace(
+            fold=fold,
+            dataset_class=None,  # nnU-Net infers it from the preprocessed folder, as in training
+            preprocessed_dataset_folder=str(folder),
+            preprocessed_dataset_folder_base=str(base),
+            folder_with_segs_from_previous_stage=None,
+            print_to_log_file=lambda *args, **kwargs: None,
+        )
+        train, val = nnUNetTrainer.do_split(trainer)
+        assert not (set(train) | set(val)) & set(unlabelled)
+        assert (train, val) == (written[fold]["train"], written[fold]["val"])
+    # a supervised --fold all would learn the placeholders: refused before any work
+    with pytest.raises(ConfigError, match="placeholder labels of the 2 unlabelled case"):
+        api.train(load_config(flags={**flags, "train.fold": "all", "train.backend": "nnunet"}))
+    assert not (tmp_path / "res" / DATASET).exists()
+    # splits from before the unlabelled cases: planning again refuses them before any work
+    (base / "splits_final.json").write_text(json.dumps(nnunet_splits([*labelled, *unlabelled])))
+    fingerprint = (base / "dataset_fingerprint.json").stat().st_mtime_ns
+    with pytest.raises(OutputError, match="has no 'unlabeled' lists"):
+        api.plan(cfg)
+    assert (base / "dataset_fingerprint.json").stat().st_mtime_ns == fingerprint
