@@ -352,7 +352,10 @@ def test_read_unlabelled_ids(tmp_path: Path) -> None:
         semi.read_unlabelled_ids(str(tmp_path), 0)
     _write_splits(tmp_path, ["u1", "u0"])
     assert semi.read_unlabelled_ids(str(tmp_path), 0) == ["u0", "u1"]
-    assert semi.read_unlabelled_ids(str(tmp_path), "all") == ["u0", "u1"]
+    with pytest.raises(ValueError, match=r"dataset\.json"):
+        semi.read_unlabelled_ids(str(tmp_path), "all")
+    (tmp_path / "dataset.json").write_text('{"segkit_unlabelled": ["u1", "u0", "u2"]}')
+    assert semi.read_unlabelled_ids(str(tmp_path), "all") == ["u0", "u1", "u2"]
     with pytest.raises(ValueError, match="fold 3"):
         semi.read_unlabelled_ids(str(tmp_path), 3)
 
@@ -373,6 +376,7 @@ def test_unlabelled_loader_drops_placeholders(tmp_path: Path, monkeypatch: pytes
         nnUNetDatasetNumpy.save_case(rng.normal(size=(2, 20, 20, 20)).astype(np.float32), seg, props,
                                      str(folder / name))  # fmt: skip
     _write_splits(base, ["u0", "u1"])
+    (base / "dataset.json").write_text('{"segkit_unlabelled": ["u0", "u1"]}')
     trainer = tiny_trainer(stages.nnUNetTrainerUMamba2Consistency)
     trainer.dataset_class = nnUNetDatasetNumpy
     data = semi.UnlabelledData(trainer, ["u0", "u1"])

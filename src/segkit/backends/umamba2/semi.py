@@ -222,17 +222,27 @@ def pseudo_label_loss(
 
 
 def read_unlabelled_ids(preprocessed_base: str, fold: int | str) -> list[str]:
-    """The fold's unlabelled case ids from ``splits_final.json`` (fold ``all``: every fold's, deduplicated).
+    """The unlabelled case ids of `fold`: its ``unlabeled`` list in ``splits_final.json``.
+
+    Fold ``all`` (every labelled case trains; with fewer than five labelled cases there are no splits)
+    takes every unlabelled case of the ``dataset.json`` nnU-Net copied into the preprocessed folder.
 
     Raises:
-        ValueError: No splits file, the fold is not in it, or it lists no unlabelled cases.
+        ValueError: No splits file (numbered fold), the fold is not in it, or no unlabelled cases.
     """
     from pathlib import Path
 
     from segkit.backends.umamba2.recipe import unlabelled_ids
+    from segkit.data.unlabelled import dataset_unlabelled_ids
     from segkit.errors import DataError
 
     try:
+        if fold == "all":
+            ids = dataset_unlabelled_ids(Path(preprocessed_base))
+            if not ids:
+                msg = f"{preprocessed_base}/dataset.json lists no unlabelled cases"
+                raise DataError(msg)
+            return ids
         return unlabelled_ids(Path(preprocessed_base) / "splits_final.json", fold)  # type: ignore[arg-type]
     except DataError as err:
         raise ValueError(str(err)) from err
