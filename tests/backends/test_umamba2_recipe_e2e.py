@@ -38,7 +38,7 @@ def run(root: Path, *args: str) -> str:
         [str(BIN / "segkit"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=1500, check=False
     )
     assert done.returncode == 0, f"segkit {' '.join(args)}\n{done.stdout[-4000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
+    return done.stdout + done.stderr
 
 
 def paths(root: Path) -> list[str]:

@@ -117,10 +117,34 @@ class UMamba2Backend(NnUNetBackend):
         path = layout.plans_file(request.dataset, opts)
         if path.is_file():
             self._check_umamba2_plans(path, opts)
-        super()._check_train(request, opts)
         own = self._own(opts)
+        if own.recipe is not None:
+            # a recipe is checked as its first stage still to train (complete stages are skipped), plus
+            # the unlabelled cases of its semi-supervised stages
+            pending = self._first_pending_stage(request, own)
+            if pending is not None:
+                super()._check_train(request, pending)
+            else:
+                layout.read_plans(request.dataset, own)
+            for stage in RECIPES[own.recipe]:
+                if stage in SEMI_STAGES:
+                    self._check_semi_data(request, own.for_stage(stage))
+            return
+        super()._check_train(request, opts)
         if own.stage in SEMI_STAGES:
             self._check_semi_data(request, own)
+
+    def _first_pending_stage(self, request: TrainRequest, opts: UMamba2Options) -> UMamba2Options | None:
+        """The options of the recipe's first stage without a final checkpoint (as `_train_recipe` runs it)."""
+        assert opts.recipe is not None  # only called for a recipe
+        for stage in RECIPES[opts.recipe]:
+            staged = opts.for_stage(stage, pretrained_weights=None, keep_heads=False)
+            fold = layout.fold_dir(layout.model_dir(request.dataset, staged), request.fold)
+            if (fold / "checkpoint_final.pth").is_file() and not opts.overwrite:
+                continue
+            resume = opts.continue_training and any((fold / n).is_file() for n in CHECKPOINTS)
+            return staged.model_copy(update={"continue_training": resume})
+        return None
 
     def trains_on_unlabelled(self, opts: NnUNetOptions) -> bool:
         """The pretraining and semi-supervised stages keep placeholder labels out of every loss themselves."""
@@ -193,10 +217,8 @@ class UMamba2Backend(NnUNetBackend):
 
         assert opts.recipe is not None  # only called for a recipe
         stages = RECIPES[opts.recipe]
-        for stage in stages:
-            if stage in SEMI_STAGES:
-                # before the first stage starts: a recipe that cannot finish does not begin
-                self._check_semi_data(request, opts.for_stage(stage))
+        # before the first stage starts: a recipe that cannot finish does not begin
+        self.check(request, opts)
         previous: Path | None = Path(opts.pretrained_weights) if opts.pretrained_weights else None
         result: TrainResult | None = None
         for i, stage in enumerate(stages):
