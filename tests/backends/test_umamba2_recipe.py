@@ -188,3 +188,29 @@ def test_stage_record_keeps_the_first_start_when_resumed(tmp_path: Path) -> None
     record = json.loads((tmp_path / recipe_mod.RECORD).read_text())
     assert record["started_from"] is None
     assert "resumed" not in record
+
+
+def test_a_recipe_is_checked_as_its_first_pending_stage(tmp_path: Path) -> None:
+    ds = _planned(tmp_path, [{"train": ["a"], "val": ["e"], "unlabeled": ["u0"]}])
+    opts = UMamba2Options(recipe="stsr2025", epochs=1)
+    backend = UMamba2Backend()
+    request = TrainRequest(dataset=ds, fold=0, device="cpu")
+    pending = backend._first_pending_stage(request, opts)
+    assert pending is not None
+    assert (pending.stage, pending.continue_training) == ("pretrain", False)
+    for stage in ("pretrain", "consistency"):
+        fold = layout.model_dir(ds, opts.for_stage(stage)) / "fold_0"
+        fold.mkdir(parents=True)
+        (fold / "checkpoint_final.pth").write_bytes(b"")
+    two = layout.model_dir(ds, opts.for_stage("pseudolabel")) / "fold_0"
+    two.mkdir(parents=True)
+    (two / "checkpoint_latest.pth").write_bytes(b"")
+    pending = backend._first_pending_stage(request, opts)
+    assert pending is not None
+    assert (pending.stage, pending.continue_training) == ("pseudolabel", False)
+    resumed = backend._first_pending_stage(request, opts.model_copy(update={"continue_training": True}))
+    assert resumed is not None
+    assert resumed.continue_training
+    (two / "checkpoint_final.pth").write_bytes(b"")
+    assert backend._first_pending_stage(request, opts) is None
+    assert backend._first_pending_stage(request, opts.model_copy(update={"overwrite": True})) is not None
