@@ -180,12 +180,12 @@ def plan(config: SegkitConfig, *, progress: ProgressSink | None = None) -> Prepa
     from segkit.progress import NullProgress
 
     sink = progress or NullProgress()
-    unlabelled = _check_unlabelled_splits(config)
     cfg = config.plan
     backend, options = backend_and_options(config, cfg.backend)
     if not backend.capabilities.prepare:
         msg = f"backend {cfg.backend!r} needs no planning"
         raise ConfigError(msg)
+    unlabelled = _check_unlabelled_splits(config)
     request = PrepareRequest(
         dataset=dataset_ref(config),
         configurations=tuple(cfg.configurations or ()),

@@ -314,6 +314,45 @@ def test_nnunet_trainer_reads_train_and_val_without_unlabelled_cases(prepared: P
         assert sorted(train + val) == sorted(set(every_id) - set(unlabelled))
 
 
+def test_nnunet_backend_refuses_a_supervised_fold_all_on_unlabelled_cases(prepared: Path, tmp_path: Path) -> None:
+    """nnU-Net's fold ``all`` trains on every preprocessed case, placeholders included."""
+    from segkit.backends.base import DatasetRef, TrainRequest
+    from segkit.backends.nnunet import NnUNetBackend, NnUNetOptions
+
+    dataset = DatasetRef(DATASET, prepared, tmp_path / "pre", tmp_path / "res")
+    backend, opts = NnUNetBackend(), NnUNetOptions()
+    with pytest.raises(ConfigError, match="--fold all would train on the all-zero placeholder labels of the 3"):
+        backend._check_unlabelled(TrainRequest(dataset, "all", "cpu"), opts)
+    backend._check_unlabelled(TrainRequest(dataset, 0, "cpu"), opts)  # 6 labelled: 5 folds are fine
+
+    class SemiSupervised(NnUNetBackend):
+        def trains_on_unlabelled(self, opts: NnUNetOptions) -> bool:
+            return True
+
+    SemiSupervised()._check_unlabelled(TrainRequest(dataset, "all", "cpu"), opts)
+    stale = dataset.splits_file
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps(nnunet_splits([f"BraTS-GLI-{i:05d}-000" for i in range(9)])))
+    with pytest.raises(OutputError, match="has no 'unlabeled' lists"):
+        backend._check_unlabelled(TrainRequest(dataset, 0, "cpu"), opts)
+
+
+def test_too_few_labelled_cases_refuse_a_fold_before_training(tmp_path: Path, run_cli) -> None:
+    from segkit.backends.base import DatasetRef, TrainRequest
+    from segkit.backends.nnunet import NnUNetBackend, NnUNetOptions
+
+    out = write_cohort(tmp_path / "out", cases=4, unlabelled=2, shape=(8, 8, 8))
+    raw = tmp_path / "raw"
+    result = prepare(run_cli, raw, "--train-sources", out.root, "--unlabelled-sources", out.unlabelled_root)
+    assert result.code == 0, result.err
+    dataset = DatasetRef(DATASET, raw, tmp_path / "pre", tmp_path / "res")
+    with pytest.raises(DataError, match="at least 5 labelled training cases, found 4"):
+        NnUNetBackend()._check_unlabelled(TrainRequest(dataset, 0, "cpu"), NnUNetOptions())
+    result = _splits(run_cli, raw)
+    assert result.code == 1
+    assert "--fold all" in result.err
+
+
 # --------------------------------------------------------------------------- check / stats
 
 
@@ -356,6 +395,7 @@ def test_plan_preprocesses_unlabelled_cases_and_writes_the_splits(tmp_path: Path
         "prepare.unlabelled_sources": [tmp_path / "out" / "unlabelled"],
         "prepare.workers": 1,
         "plan.num_processes": 1,
+        "plan.verify_dataset_integrity": True,  # nnU-Net's own check accepts the placeholders
         "train.device": "cpu",
     }
     cfg = load_config(flags=flags)

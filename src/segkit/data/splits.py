@@ -95,7 +95,8 @@ def folds_with_unlabelled(
     if not unlabelled:
         return nnunet_splits(ids, n_folds=n_folds, seed=seed)
     extra = sorted(set(unlabelled))
-    labelled = [i for i in ids if i not in set(extra)]
+    skip = set(extra)
+    labelled = [i for i in ids if i not in skip]
     if len(labelled) < n_folds:
         msg = (
             f"{n_folds}-fold cross-validation needs at least {n_folds} labelled training cases, "
