@@ -28,7 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Train a backend on one or more folds (nnU-Net: results go to nnUNet_results; MONAI: to --output-root).",
     ),
     "infer": ("segkit.cli.infer", "Predict <case>.nii.gz label maps for BraTS cases (several folds: ensemble)."),
-    "eval": ("segkit.cli.eval", "Score predictions like the official BraTS 2024 scorer, plus nnU-Net voxel metrics."),
+    "eval": (
+        "segkit.cli.eval",
+        "Score predictions like the official BraTS scorers (2024, 2025), plus nnU-Net voxel metrics.",
+    ),
     "backends": (
         "segkit.cli.backends_cmd",
         "List installed training/inference backends and whether each can run here.",
